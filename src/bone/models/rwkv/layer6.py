@@ -22,9 +22,10 @@ class TimeMix6(nn.Module):
         super().__init__()
         C, H, N, D = cfg.n_embd, cfg.n_head, cfg.head_size, cfg.mix_lora
         self.n_head, self.chunk_size = H, cfg.chunk_size
-        for name in ("time_maa_x", "time_maa_w", "time_maa_k", "time_maa_v", "time_maa_r", "time_maa_g", "time_decay"):
+        for name in ("time_maa_x", "time_maa_w", "time_maa_k", "time_maa_v", "time_maa_r", "time_maa_g"):
             setattr(self, name, _param(1, 1, C))
         self.time_maa_w1, self.time_maa_w2 = _param(C, 5 * D), _param(5, D, C)
+        self.time_decay = _param(1, 1, C)
         self.time_decay_w1, self.time_decay_w2 = _param(C, cfg.decay_lora), _param(cfg.decay_lora, C)
         self.time_faaaa = _param(H, N)
         self.receptance = nn.Linear(C, C, bias=False)
@@ -77,10 +78,10 @@ class Block6(nn.Module):
 
     def __init__(self, cfg: RWKVConfig, layer_id: int):
         super().__init__()
-        if layer_id == 0:
-            self.ln0 = nn.LayerNorm(cfg.n_embd)
         self.ln1 = nn.LayerNorm(cfg.n_embd)
         self.ln2 = nn.LayerNorm(cfg.n_embd)
+        if layer_id == 0:
+            self.ln0 = nn.LayerNorm(cfg.n_embd)
         self.att = TimeMix6(cfg)
         self.ffn = ChannelMix6(cfg)
 

@@ -35,12 +35,12 @@ class TimeMix7(nn.Module):
         super().__init__()
         C, H, N = cfg.n_embd, cfg.n_head, cfg.head_size
         self.first, self.n_head, self.chunk_size = first, H, cfg.chunk_size
-        for name in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0", "a0"):
+        for name in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"):
             setattr(self, name, _param(1, 1, C))
-        self.w1, self.w2 = _param(C, cfg.decay_lora), _param(cfg.decay_lora, C)
-        self.a1, self.a2 = _param(C, cfg.aaa_lora), _param(cfg.aaa_lora, C)
+        self.w1, self.w2, self.w0 = _param(C, cfg.decay_lora), _param(cfg.decay_lora, C), _param(1, 1, C)
+        self.a1, self.a2, self.a0 = _param(C, cfg.aaa_lora), _param(cfg.aaa_lora, C), _param(1, 1, C)
         if with_v_params:  # block 0 stores them in BlinkDL files but its value residual is v itself
-            self.v0, self.v1, self.v2 = _param(1, 1, C), _param(C, cfg.mv_lora), _param(cfg.mv_lora, C)
+            self.v1, self.v2, self.v0 = _param(C, cfg.mv_lora), _param(cfg.mv_lora, C), _param(1, 1, C)
         self.g1, self.g2 = _param(C, cfg.gate_lora), _param(cfg.gate_lora, C)
         self.k_k, self.k_a, self.r_k = _param(1, 1, C), _param(1, 1, C), _param(H, N)
         self.receptance = nn.Linear(C, C, bias=False)
@@ -96,10 +96,10 @@ class Block7(nn.Module):
     def __init__(self, cfg: RWKVConfig, layer_id: int):
         super().__init__()
         first = layer_id == 0
-        if first:
-            self.ln0 = nn.LayerNorm(cfg.n_embd)
         self.ln1 = nn.LayerNorm(cfg.n_embd)
         self.ln2 = nn.LayerNorm(cfg.n_embd)
+        if first:
+            self.ln0 = nn.LayerNorm(cfg.n_embd)
         self.att = TimeMix7(cfg, first, with_v_params=not first or cfg.layer0_v_params)
         self.ffn = ChannelMix7(cfg)
 
