@@ -12,19 +12,32 @@ RWKV-6 ("x060"), per head, with a per-channel bonus u for the current token:
 The chunked form splits T into chunks of L tokens. Inside a chunk the pairwise decays
 exp(G_t - G_s) (G = cumulative lw) come from one matmul of exp(G_t - c) and exp(c - G_s) with c
 the chunk's mid-range; L is shrunk (per call) until every factor is finite and normal, which
-RWKV-7's bounded decay always allows at L = 64. Chunks are chained by one small matmul each. On CUDA, when the
-flash-linear-attention package (`fla`) is importable, its Triton kernels are used instead.
+RWKV-7's bounded decay always allows at L = 64. Chunks are chained by one small matmul each.
+On CUDA, when flash-linear-attention (`fla` >= 0.2) is importable, its Triton kernels are used.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-try:  # optional GPU kernels; CPU and plain-CUDA runs use the PyTorch chunked form below
-    from fla.ops.generalized_delta_rule import chunk_dplr_delta_rule as _fla_dplr
-    from fla.ops.rwkv6 import chunk_rwkv6 as _fla_rwkv6
-except Exception:  # noqa: BLE001 - any import failure (missing package, no triton) means "not available"
-    _fla_dplr = _fla_rwkv6 = None
+
+def _load_fla():
+    """fla's RWKV-6 and DPLR (RWKV-7) chunk kernels, or (None, None) when fla is absent, unusable,
+    or older than 0.2 (before 0.2 its default layout was head-first, (B, H, T, K))."""
+    try:
+        from importlib.metadata import version
+
+        major, minor = (int(x) for x in version("flash-linear-attention").split(".")[:2])
+        if (major, minor) < (0, 2):
+            return None, None
+        from fla.ops.generalized_delta_rule import chunk_dplr_delta_rule
+        from fla.ops.rwkv6 import chunk_rwkv6
+    except Exception:  # noqa: BLE001 - missing package, no triton, odd version string: not available
+        return None, None
+    return chunk_dplr_delta_rule, chunk_rwkv6
+
+
+_fla_dplr, _fla_rwkv6 = _load_fla()
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -98,8 +111,11 @@ def _chunk_len(lw: Tensor, chunk_size: int) -> int:
     limit (RWKV-7 decays are bounded, so this is chunk_size there; strong RWKV-6 decays shrink it)."""
     T = lw.shape[1]
     L = 1 << max(0, min(chunk_size, T).bit_length() - 1)
-    total = torch.nn.functional.pad((-lw).cumsum(1), (0, 0, 0, 0, 1, 0))  # (B, T+1, H, N)
     limit = _span_limit(lw.dtype)
+    lw = lw.detach()
+    if float((-lw).amax()) * L <= limit:  # cheap sufficient test; always true for RWKV-7 at L <= 128
+        return L
+    total = torch.nn.functional.pad((-lw).cumsum(1), (0, 0, 0, 0, 1, 0))  # (B, T+1, H, N)
     while L > 1:
         ends = torch.arange(0, T + L, L, device=lw.device).clamp(max=T)
         if (total[:, ends[1:]] - total[:, ends[:-1]]).max() <= limit:
@@ -198,8 +214,7 @@ def wkv7(r, lw, k, v, a, b, state: Tensor | None = None, chunk_size: int = 64) -
         s0 = None if state is None else state.float()
         y, s = _fla_dplr(q=r, k=k, v=v, a=a, b=b, gk=lw.float(), scale=1.0, initial_state=s0, output_final_state=True)
         return y.to(r.dtype), s
-    y, s = wkv7_chunked(r, lw, k, v, a, b, state, chunk_size)
-    return y.to(r.dtype), s
+    return wkv7_chunked(r, lw, k, v, a, b, state, chunk_size)
 
 
 def wkv6(r, lw, k, v, u, state: Tensor | None = None, chunk_size: int = 64) -> tuple[Tensor, Tensor]:
@@ -208,5 +223,4 @@ def wkv6(r, lw, k, v, u, state: Tensor | None = None, chunk_size: int = 64) -> t
         s0 = None if state is None else state.float()
         y, s = _fla_rwkv6(r, k, v, lw.float(), u, scale=1.0, initial_state=s0, output_final_state=True)
         return y.to(r.dtype), s
-    y, s = wkv6_chunked(r, lw, k, v, u, state, chunk_size)
-    return y.to(r.dtype), s
+    return wkv6_chunked(r, lw, k, v, u, state, chunk_size)
