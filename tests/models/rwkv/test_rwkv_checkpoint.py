@@ -39,8 +39,10 @@ def test_bf16_checkpoint_and_dtype_argument(tmp_path):
     path = tmp_path / "bf16.pth"
     torch.save({k: v.bfloat16() for k, v in make_x070().items()}, path)
     assert load_rwkv(path).dtype == torch.float32
-    model = load_rwkv(path, dtype=torch.bfloat16)
+    model = load_rwkv(path, dtype="bfloat16")
     assert model.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="not a torch dtype"):
+        load_rwkv(path, dtype="bf17")
     assert model(input_ids=torch.tensor([[1, 2, 3]])).logits.dtype == torch.bfloat16
 
 
@@ -74,6 +76,9 @@ def test_errors_name_the_problem(tmp_path):
     sd = make_x070()
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_rwkv(tmp_path / "nope.pth")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(ValueError, match="not a readable torch checkpoint"):
+        load_rwkv(tmp_path / "empty.pth")
     with pytest.raises(ValueError, match="not an RWKV checkpoint"):
         load_rwkv(_write(tmp_path, {"model.embed_tokens.weight": torch.zeros(2, 2)}))
     with pytest.raises(ValueError, match="not a dict of tensors"):

@@ -6,6 +6,7 @@ A checkpoint is a `torch.save`d dict of tensors keyed like `emb.weight`, `blocks
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import tempfile
@@ -103,11 +104,16 @@ def check_layout(model: nn.Module, sd: dict[str, Tensor], where: str = "checkpoi
                          + "\n  ".join(problems))
 
 
-def load_rwkv(path: str | os.PathLike, dtype: torch.dtype | None = None, chunk_size: int = 64) -> RWKVForCausalLM:
-    """Build this project's RWKV model from a BlinkDL .pth (x070 or x060). dtype None = fp32."""
+def load_rwkv(path: str | os.PathLike, dtype: torch.dtype | str | None = None, chunk_size: int = 64) -> RWKVForCausalLM:
+    """Build this project's RWKV model from a BlinkDL .pth (x070 or x060).
+
+    dtype: parameter dtype, a torch.dtype or its name ("bfloat16"); None = fp32."""
+    if isinstance(dtype, str):
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ValueError(f"dtype={dtype!r} is not a torch dtype name (use e.g. 'float32' or 'bfloat16')")
+        dtype = getattr(torch, dtype)
     sd = read_checkpoint(path)
-    cfg = config_from_state_dict(sd, str(path))
-    cfg.chunk_size = chunk_size
+    cfg = dataclasses.replace(config_from_state_dict(sd, str(path)), chunk_size=chunk_size)
     with torch.device("meta"):
         model = RWKVForCausalLM(cfg)
     check_layout(model, sd, str(path))
