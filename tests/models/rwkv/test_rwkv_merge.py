@@ -67,3 +67,23 @@ def test_adapter_of_another_model_is_refused(tmp_path):
     with pytest.raises(ValueError, match="does not fit"):
         merge_pth(tmp_path / "x070.pth", tmp_path / "awide", tmp_path / "out.pth")
     assert not (tmp_path / "out.pth").exists()
+
+
+def test_saved_adapter_reloads_and_merges_in_memory(tiny_pth, tmp_path):
+    """bone.save / bone.load / bone.merge + unload + save_pth give the same model as merge_pth."""
+    from bone.models.rwkv import save_pth
+
+    trained = _adapter(tiny_pth, tmp_path / "adapter", "col")
+    ids = torch.randint(0, VOCAB, (1, 20), generator=torch.Generator().manual_seed(4))
+    fresh = bone.load(load_rwkv(tiny_pth), tmp_path / "adapter").eval()
+    with torch.no_grad():
+        want = trained(input_ids=ids).logits
+        torch.testing.assert_close(fresh(input_ids=ids).logits, want)
+    bone.merge(fresh)
+    bone.unload(fresh)
+    save_pth(fresh, tmp_path / "in_memory.pth")
+    merge_pth(tiny_pth, tmp_path / "adapter", tmp_path / "offline.pth")
+    a, b = (torch.load(tmp_path / n, weights_only=True) for n in ("in_memory.pth", "offline.pth"))
+    assert list(a) == list(b)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-6)

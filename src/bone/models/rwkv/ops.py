@@ -92,7 +92,7 @@ def _to_chunks(x: Tensor, L: int) -> Tensor:
     pad = (-T) % L
     if pad:
         x = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, pad))
-    return x.view(B, (T + pad) // L, L, H, N).permute(0, 3, 1, 2, 4)
+    return x.view(B, (T + pad) // L, L, H, N).permute(0, 3, 1, 2, 4).contiguous()
 
 
 def _from_chunks(y: Tensor, T: int) -> Tensor:
