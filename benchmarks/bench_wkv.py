@@ -3,13 +3,15 @@
     PYTHONPATH=src python benchmarks/bench_wkv.py                 # T=512, B=1, H=8, N=64
     PYTHONPATH=src python benchmarks/bench_wkv.py --heads 40 --backward
 
-Reports the best (minimum) wall time of several runs (robust on a shared, busy CPU) of each form (forward only, or forward+backward
+Reports the median CPU time (time.process_time: time the process actually ran, so other jobs on a
+shared, busy CPU do not count) of several runs of each form (forward only, or forward+backward
 with --backward) and the speedup. Inputs are random with RWKV-like decay ranges.
 """
 from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import time
 
 import torch
@@ -36,10 +38,10 @@ def timed(fn, repeats: int) -> float:
     fn()  # warm-up
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        times.append(time.process_time() - t0)
+    return statistics.median(times)
 
 
 def main() -> None:
