@@ -83,22 +83,26 @@ def wkv6_recurrent(r, lw, k, v, u, state: Tensor | None = None) -> tuple[Tensor,
 
 
 # ----------------------------------------------------------------------------------------------
-# chunked (parallel within a chunk, one matmul between chunks)
+# chunked (parallel within a chunk, one small sequential step per chunk)
 
 
 def _to_chunks(x: Tensor, L: int) -> Tensor:
-    """(B, T, H, N) -> (B, H, C, L, N), zero-padded at the end to C*L tokens."""
-    B, T, H, N = x.shape
+    """(B, T, H, N) -> (C, B*H, L, N), or a group of g such tensors stacked as (B, T, g, H, N) ->
+    (C, B*H, g*L, N); zero-padded at the end to C*L tokens. Chunk-major, so that each chunk of the
+    sequential pass is one contiguous slice."""
+    x5 = x if x.dim() == 5 else x.unsqueeze(2)
+    B, T, g, H, N = x5.shape
     pad = (-T) % L
     if pad:
-        x = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, pad))
-    return x.view(B, (T + pad) // L, L, H, N).permute(0, 3, 1, 2, 4).contiguous()
+        x5 = torch.nn.functional.pad(x5, (0, 0, 0, 0, 0, 0, 0, pad))
+    C = (T + pad) // L
+    return x5.view(B, C, L, g, H, N).permute(1, 0, 4, 3, 2, 5).reshape(C, B * H, g * L, N)
 
 
-def _from_chunks(y: Tensor, T: int) -> Tensor:
-    """(B, H, C, L, N) -> (B, T, H, N)."""
-    B, H, C, L, N = y.shape
-    return y.permute(0, 2, 3, 1, 4).reshape(B, C * L, H, N)[:, :T]
+def _from_chunks(y: Tensor, B: int, T: int) -> Tensor:
+    """(C, B*H, L, N) -> (B, T, H, N)."""
+    C, BH, L, N = y.shape
+    return y.view(C, B, BH // B, L, N).permute(1, 0, 3, 2, 4).reshape(B, C * L, BH // B, N)[:, :T]
 
 
 def _span_limit(dtype: torch.dtype) -> float:
@@ -109,95 +113,104 @@ def _span_limit(dtype: torch.dtype) -> float:
 def _chunk_len(lw: Tensor, chunk_size: int) -> int:
     """The largest power-of-two chunk length <= chunk_size whose every chunk spans at most the
     limit (RWKV-7 decays are bounded, so this is chunk_size there; strong RWKV-6 decays shrink it)."""
-    T = lw.shape[1]
+    B, T, H, N = lw.shape
     L = 1 << max(0, min(chunk_size, T).bit_length() - 1)
     limit = _span_limit(lw.dtype)
-    lw = lw.detach()
-    if float((-lw).amax()) * L <= limit:  # cheap sufficient test; always true for RWKV-7 at L <= 128
+    span = -lw.detach()
+    if float(span.amax()) * L <= limit:  # cheap sufficient test; always true for RWKV-7 at L <= 128
         return L
-    total = torch.nn.functional.pad((-lw).cumsum(1), (0, 0, 0, 0, 1, 0))  # (B, T+1, H, N)
     while L > 1:
-        ends = torch.arange(0, T + L, L, device=lw.device).clamp(max=T)
-        if (total[:, ends[1:]] - total[:, ends[:-1]]).max() <= limit:
+        padded = torch.nn.functional.pad(span, (0, 0, 0, 0, 0, (-T) % L))
+        if float(padded.view(B, -1, L, H, N).sum(2).amax()) <= limit:
             break
         L //= 2
     return L
 
 
-def _tril(A: Tensor, strict: bool) -> Tensor:
-    """Keep s < t (strict) or s <= t in each of the side-by-side (L, L) blocks of A (..., L, n*L)."""
-    L = A.shape[-2]
-    keep = torch.ones(L, L, dtype=torch.bool, device=A.device).tril(-1 if strict else 0).repeat(1, A.shape[-1] // L)
-    return torch.where(keep, A, torch.zeros((), dtype=A.dtype, device=A.device))
-
-
-def _chain(P: Tensor | None, D: Tensor, Q: Tensor, s0: Tensor) -> tuple[Tensor, Tensor]:
-    """S_{c+1} = (diag(D_c) + P_c) S_c + Q_c over the chunk axis 2 (P None: no low-rank part).
-
-    Returns the state at each chunk start (B, H, C, N, N) and the final state (B, H, N, N).
-    (unbind/stack rather than indexing, so backward does not zero-fill a full tensor per chunk.)"""
-    states = [s0]
-    Ps = P.unbind(2) if P is not None else [None] * Q.shape[2]
-    for p, d, q in zip(Ps, D.unbind(2), Q.unbind(2)):
-        s = states[-1]
-        states.append(d.unsqueeze(-1) * s + q + (p @ s if p is not None else 0))
-    return torch.stack(states[:-1], 2), states[-1]
-
-
-def _prepare(lw: Tensor, chunk_size: int, tensors) -> tuple[int, Tensor, Tensor, Tensor, list[Tensor]]:
-    """Chunk everything: returns L, G (inclusive cumsum of lw), Gx (exclusive), c (the midpoint
-    reference G_L / 2, so that every factor exp(+-(G - c)) stays finite), chunked tensors."""
+def _decays(lw: Tensor, chunk_size: int) -> tuple[int, Tensor, Tensor, Tensor]:
+    """Chunk lw (B, T, H, N): returns L, G - c and lw (both (C, B*H, L, N)) and c (C, B*H, 1, N),
+    with G the inclusive cumsum of lw in each chunk and c = G_L / 2 the midpoint reference that
+    keeps every factor e^{+-(G - c)} finite and normal (then e^{G_L - G} = e^{c - G} e^c)."""
     lw = lw.clamp(min=-_span_limit(lw.dtype))  # exp(-120) is 0 in fp32 already: no visible change
     L = _chunk_len(lw, chunk_size)
     lw = _to_chunks(lw, L)
-    G = lw.cumsum(-2)
-    return L, G, G - lw, G[..., -1:, :] / 2, [_to_chunks(t, L) for t in tensors]
+    G = lw.transpose(-1, -2).contiguous().cumsum(-1)  # a CPU cumsum is much faster on the last dim
+    c = G[..., -1:] / 2
+    return L, (G - c).transpose(-1, -2).contiguous(), lw, c.transpose(-1, -2)
+
+
+def _unit_lower_inverse(A: Tensor) -> Tensor:
+    """(I - A)^-1 for strictly lower-triangular A (..., L, L), L a power of two, by doubling:
+    (I - A)^-1 = (I + A)(I + A^2)(I + A^4)...(I + A^{L/2}), log2(L) - 1 squarings (A^L = 0).
+    Batched matmuls only: far faster on CPU than a batched triangular solve of small matrices."""
+    T = A + torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+    P = A
+    for _ in range(A.shape[-1].bit_length() - 2):
+        P = P @ P
+        T = torch.baddbmm(T.flatten(0, -3), P.flatten(0, -3), T.flatten(0, -3)).view(A.shape)
+    return T
+
+
+def _causal_mask(L: int, dtype: torch.dtype, device) -> Tensor:
+    """(2L, 2L) 0/1 mask of the blocks [[ab, ak], [rb, rk]]: s < t in the top row, s <= t below."""
+    ones = torch.ones(L, L, dtype=dtype, device=device)
+    return torch.cat([ones.tril(-1).repeat(1, 2), ones.tril().repeat(1, 2)], 0)
 
 
 def wkv7_chunked(r, lw, k, v, a, b, state: Tensor | None = None, chunk_size: int = 64) -> tuple[Tensor, Tensor]:
-    """RWKV-7 WKV, same contract as `wkv7_recurrent`, chunk-parallel.
+    """RWKV-7 WKV, same contract as `wkv7_recurrent`, chunk-parallel (a WY-style form).
 
-    In a chunk (G inclusive / Gx exclusive cumulative lw, S0 its initial state), with
-    u_t = a_t^T S_{t-1}:  U = M S0 + U0,  M = (I - A_ab)^-1 (a*e^Gx),  U0 = (I - A_ab)^-1 A_ak V,
-    Y = (r*e^G + A_rb M) S0 + A_rb U0 + A_rk V,  S_L = (e^{G_L} + B~^T M) S0 + B~^T U0 + K~^T V,
-    with A_xy[t, s] = sum_i x_t,i y_s,i e^{G(x)_t,i - G_s,i} (s < t for a, s <= t for r) and
-    B~ = b*e^{G_L-G}, K~ = k*e^{G_L-G}."""
-    dt, T, out_dt = _compute_dtype(r), r.shape[1], r.dtype
-    s0 = _zero_state(r, dt) if state is None else state.to(dt)
-    L, G, Gx, c, (r, k, v, a, b) = _prepare(lw.to(dt), chunk_size, [t.to(dt) for t in (r, k, v, a, b)])
-    inv = torch.exp(c - G)
-    A = torch.cat([a * (Gx - c).exp(), r * (G - c).exp()], -2) @ torch.cat([b * inv, k * inv], -2).transpose(-1, -2)
-    top, bottom = A.split(L, -2)  # rows of a, rows of r; columns [b | k]
-    A_ab, A_ak = _tril(top, True).split(L, -1)
-    bottom = _tril(bottom, False)  # [A_rb | A_rk]
-    N = r.shape[-1]
-    eye = torch.eye(L, dtype=dt, device=r.device)
-    rhs = torch.cat([a * Gx.exp(), A_ak @ v], -1)
-    M, U0 = torch.linalg.solve_triangular(eye - A_ab, rhs, upper=False, unitriangular=True).split(N, -1)
-    UV = torch.cat([U0, v], -2)
-    to_end = (G[..., -1:, :] - G).exp()
-    b_end = (b * to_end).transpose(-1, -2)
-    P = b_end @ M  # the chunk's state map is diag(e^{G_L}) + P
-    Q = torch.cat([b_end, (k * to_end).transpose(-1, -2)], -1) @ UV
-    starts, last = _chain(P, G[..., -1, :].exp(), Q, s0)
-    y = (r * G.exp() + bottom[..., :L] @ M) @ starts + bottom @ UV
-    return _from_chunks(y, T).to(out_dt), last
+    Per chunk (G / Gx inclusive / exclusive cumulative lw, S the chunk's initial state), with
+    A_xy[t, s] = sum_i x_t,i y_s,i e^{G(x)_t,i - G_s,i} (s < t for x = a, s <= t for x = r):
+        W = (I - A_ab)^-1 (a*e^Gx),   U = (I - A_ab)^-1 A_ak V      (all chunks at once)
+        V' = U + W S          (V'_t = a_t^T S_{t-1}: the only sequential work, with the next line)
+        S_L = e^{G_L} S + [b*e^{G_L-G}; k*e^{G_L-G}]^T [V'; V]
+        Y = (r*e^G) S + [A_rb, A_rk] [V'; V]     (the first term in the pass, the rest at once)."""
+    dt, (B, T, H, N), out_dt = _compute_dtype(r), r.shape, r.dtype
+    s = (_zero_state(r, dt) if state is None else state.to(dt)).reshape(B * H, N, N)
+    L, Gc, lwc, c = _decays(lw.to(dt), chunk_size)
+    C, BH = Gc.shape[:2]
+    X = _to_chunks(torch.stack([a, r], 2).to(dt), L) * torch.stack([Gc - lwc, Gc], 2).exp().view(C, BH, 2 * L, N)
+    Y = (_to_chunks(torch.stack([b, k], 2).to(dt), L).view(C, BH, 2, L, N) * (-Gc).exp().unsqueeze(2)).view(X.shape)
+    v = _to_chunks(v.to(dt), L)
+    A = (X @ Y.transpose(-1, -2)) * _causal_mask(L, dt, r.device)  # (C, BH, 2L, 2L)
+    Tinv = _unit_lower_inverse(A[..., :L, :L])
+    ec = c.exp()
+    X = X * ec  # [a*e^Gx; r*e^G]
+    WX = torch.cat([Tinv @ X[..., :L, :], X[..., L:, :]], -2)  # [W; r*e^G]
+    U = Tinv @ (A[..., :L, L:] @ v)
+    BKt = (Y * ec).transpose(-1, -2)  # [b*e^{G_L-G}; k*e^{G_L-G}]^T (C, BH, N, 2L)
+    decay = (ec * ec).transpose(-1, -2)  # e^{G_L} (C, BH, N, 1)
+    ys, vvs = [], []
+    for wx_c, u_c, v_c, bkt_c, d_c in zip(WX, U, v, BKt, decay):
+        o = wx_c @ s  # [W S; (r*e^G) S]
+        vv = torch.cat([o[:, :L] + u_c, v_c], -2)  # [V'; V]
+        s = torch.baddbmm(s * d_c, bkt_c, vv)
+        ys.append(o[:, L:])
+        vvs.append(vv)
+    y = torch.baddbmm(torch.stack(ys).flatten(0, 1), A[..., L:, :].flatten(0, 1), torch.stack(vvs).flatten(0, 1))
+    return _from_chunks(y.view(C, BH, L, N), B, T).to(out_dt), s.view(B, H, N, N)
 
 
 def wkv6_chunked(r, lw, k, v, u, state: Tensor | None = None, chunk_size: int = 64) -> tuple[Tensor, Tensor]:
     """RWKV-6 WKV, same contract as `wkv6_recurrent`, chunk-parallel.
 
-    In a chunk: Y = (r*e^Gx) S0 + A_rk V + diag(r . (u*k)) V with A_rk[t, s] (s < t) =
-    sum_i r_t,i k_s,i e^{Gx_t,i - G_s,i};  S_L = e^{G_L} S0 + (k*e^{G_L-G})^T V."""
-    dt, T, out_dt = _compute_dtype(r), r.shape[1], r.dtype
-    s0 = _zero_state(r, dt) if state is None else state.to(dt)
-    L, G, Gx, c, (r, k, v) = _prepare(lw.to(dt), chunk_size, [t.to(dt) for t in (r, k, v)])
-    A = _tril((r * (Gx - c).exp()) @ (k * (c - G).exp()).transpose(-1, -2), True)
-    Q = (k * (G[..., -1:, :] - G).exp()).transpose(-1, -2) @ v
-    starts, last = _chain(None, G[..., -1, :].exp(), Q, s0)
-    bonus = (r * k * u.to(dt)[None, :, None, None, :]).sum(-1, keepdim=True) * v
-    y = (r * Gx.exp()) @ starts + A @ v + bonus
-    return _from_chunks(y, T).to(out_dt), last
+    Per chunk: Y = (r*e^Gx) S + A_rk V + diag(r . (u*k)) V with A_rk[t, s] (s < t) =
+    sum_i r_t,i k_s,i e^{Gx_t,i - G_s,i};  S_L = e^{G_L} S + (k*e^{G_L-G})^T V."""
+    dt, (B, T, H, N), out_dt = _compute_dtype(r), r.shape, r.dtype
+    s = (_zero_state(r, dt) if state is None else state.to(dt)).reshape(B * H, N, N)
+    L, Gc, lwc, c = _decays(lw.to(dt), chunk_size)
+    C, BH = Gc.shape[:2]
+    r, k, v = _to_chunks(torch.stack([r, k, v], 2).to(dt), L).split(L, -2)
+    Xr, Yk, ec = r * (Gc - lwc).exp(), k * (-Gc).exp(), c.exp()
+    Xe, Kt, decay = Xr * ec, (Yk * ec).transpose(-1, -2), (ec * ec).transpose(-1, -2)
+    ys = []
+    for xe_c, kt_c, v_c, d_c in zip(Xe, Kt, v, decay):
+        ys.append(xe_c @ s)
+        s = torch.baddbmm(s * d_c, kt_c, v_c)
+    bonus = (r * k * u.to(dt).repeat(B, 1)[:, None, :]).sum(-1, keepdim=True) * v
+    y = torch.stack(ys) + (Xr @ Yk.transpose(-1, -2)).tril(-1) @ v + bonus
+    return _from_chunks(y, B, T).to(out_dt), s.view(B, H, N, N)
 
 
 # ----------------------------------------------------------------------------------------------
