@@ -84,25 +84,24 @@ def wkv6_recurrent(r, lw, k, v, u, state: Tensor | None = None) -> tuple[Tensor,
 
 # ----------------------------------------------------------------------------------------------
 # chunked (parallel within a chunk, one small sequential step per chunk)
+# Chunked tensors are (C, B, H, L, N): chunk-major, so each step of the sequential pass reads one
+# contiguous slice; inputs are read through strided views (no copy) by the first op that uses them
+# (as the second operand: an elementwise result takes the memory layout of its first operand).
 
 
-def _to_chunks(x: Tensor, L: int) -> Tensor:
-    """(B, T, H, N) -> (C, B*H, L, N), or a group of g such tensors stacked as (B, T, g, H, N) ->
-    (C, B*H, g*L, N); zero-padded at the end to C*L tokens. Chunk-major, so that each chunk of the
-    sequential pass is one contiguous slice."""
-    x5 = x if x.dim() == 5 else x.unsqueeze(2)
-    B, T, g, H, N = x5.shape
+def _chunks(x: Tensor, L: int) -> Tensor:
+    """(B, T, H, N) -> a (C, B, H, L, N) view, zero-padded at the end to C*L tokens (a copy then)."""
+    B, T, H, N = x.shape
     pad = (-T) % L
     if pad:
-        x5 = torch.nn.functional.pad(x5, (0, 0, 0, 0, 0, 0, 0, pad))
-    C = (T + pad) // L
-    return x5.view(B, C, L, g, H, N).permute(1, 0, 4, 3, 2, 5).reshape(C, B * H, g * L, N)
+        x = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, pad))
+    return x.view(B, (T + pad) // L, L, H, N).permute(1, 0, 3, 2, 4)
 
 
-def _from_chunks(y: Tensor, B: int, T: int) -> Tensor:
-    """(C, B*H, L, N) -> (B, T, H, N)."""
-    C, BH, L, N = y.shape
-    return y.view(C, B, BH // B, L, N).permute(1, 0, 3, 2, 4).reshape(B, C * L, BH // B, N)[:, :T]
+def _unchunk(y: Tensor, T: int) -> Tensor:
+    """(C, B, H, L, N) -> (B, T, H, N)."""
+    C, B, H, L, N = y.shape
+    return y.permute(1, 0, 3, 2, 4).reshape(B, C * L, H, N)[:, :T]
 
 
 def _span_limit(dtype: torch.dtype) -> float:
@@ -120,7 +119,7 @@ def _chunk_len(lw: Tensor, chunk_size: int) -> int:
     if float(span.amax()) * L <= limit:  # cheap sufficient test; always true for RWKV-7 at L <= 128
         return L
     while L > 1:
-        padded = torch.nn.functional.pad(span, (0, 0, 0, 0, 0, (-T) % L))
+        padded = torch.nn.functional.pad(span.clamp(max=limit), (0, 0, 0, 0, 0, (-T) % L))
         if float(padded.view(B, -1, L, H, N).sum(2).amax()) <= limit:
             break
         L //= 2
@@ -128,13 +127,15 @@ def _chunk_len(lw: Tensor, chunk_size: int) -> int:
 
 
 def _decays(lw: Tensor, chunk_size: int) -> tuple[int, Tensor, Tensor, Tensor]:
-    """Chunk lw (B, T, H, N): returns L, G - c and lw (both (C, B*H, L, N)) and c (C, B*H, 1, N),
-    with G the inclusive cumsum of lw in each chunk and c = G_L / 2 the midpoint reference that
-    keeps every factor e^{+-(G - c)} finite and normal (then e^{G_L - G} = e^{c - G} e^c)."""
-    lw = lw.clamp(min=-_span_limit(lw.dtype))  # exp(-120) is 0 in fp32 already: no visible change
+    """Chunk lw (B, T, H, N): returns L, G - c (C, B, H, L, N) and lw (a view of that shape) and
+    c (C, B, H, 1, N), with G the inclusive cumsum of lw in each chunk and c = G_L / 2 the midpoint
+    reference that keeps every factor e^{+-(G - c)} finite and normal (e^{G_L - G} = e^{c-G} e^c)."""
     L = _chunk_len(lw, chunk_size)
-    lw = _to_chunks(lw, L)
-    G = lw.transpose(-1, -2).contiguous().cumsum(-1)  # a CPU cumsum is much faster on the last dim
+    limit = _span_limit(lw.dtype)
+    if float(lw.detach().amin()) < -limit:
+        lw = lw.clamp(min=-limit)  # exp(-120) is 0 in fp32 already: no visible change
+    lw = _chunks(lw, L)
+    G = lw.transpose(-1, -2).cumsum(-1)  # (C, B, H, N, L): a CPU cumsum is far faster on the last dim
     c = G[..., -1:] / 2
     return L, (G - c).transpose(-1, -2).contiguous(), lw, c.transpose(-1, -2)
 
@@ -147,7 +148,7 @@ def _unit_lower_inverse(A: Tensor) -> Tensor:
     P = A
     for _ in range(A.shape[-1].bit_length() - 2):
         P = P @ P
-        T = torch.baddbmm(T.flatten(0, -3), P.flatten(0, -3), T.flatten(0, -3)).view(A.shape)
+        T = T + P @ T
     return T
 
 
@@ -155,6 +156,11 @@ def _causal_mask(L: int, dtype: torch.dtype, device) -> Tensor:
     """(2L, 2L) 0/1 mask of the blocks [[ab, ak], [rb, rk]]: s < t in the top row, s <= t below."""
     ones = torch.ones(L, L, dtype=dtype, device=device)
     return torch.cat([ones.tril(-1).repeat(1, 2), ones.tril().repeat(1, 2)], 0)
+
+
+def _flat(x: Tensor) -> Tensor:
+    """(..., m, n) -> (batch, m, n), for baddbmm (a view when the batch dims are contiguous)."""
+    return x.reshape(-1, *x.shape[-2:])
 
 
 def wkv7_chunked(r, lw, k, v, a, b, state: Tensor | None = None, chunk_size: int = 64) -> tuple[Tensor, Tensor]:
@@ -166,30 +172,31 @@ def wkv7_chunked(r, lw, k, v, a, b, state: Tensor | None = None, chunk_size: int
         V' = U + W S          (V'_t = a_t^T S_{t-1}: the only sequential work, with the next line)
         S_L = e^{G_L} S + [b*e^{G_L-G}; k*e^{G_L-G}]^T [V'; V]
         Y = (r*e^G) S + [A_rb, A_rk] [V'; V]     (the first term in the pass, the rest at once)."""
-    dt, (B, T, H, N), out_dt = _compute_dtype(r), r.shape, r.dtype
-    s = (_zero_state(r, dt) if state is None else state.to(dt)).reshape(B * H, N, N)
-    L, Gc, lwc, c = _decays(lw.to(dt), chunk_size)
-    C, BH = Gc.shape[:2]
-    X = _to_chunks(torch.stack([a, r], 2).to(dt), L) * torch.stack([Gc - lwc, Gc], 2).exp().view(C, BH, 2 * L, N)
-    Y = (_to_chunks(torch.stack([b, k], 2).to(dt), L).view(C, BH, 2, L, N) * (-Gc).exp().unsqueeze(2)).view(X.shape)
-    v = _to_chunks(v.to(dt), L)
-    A = (X @ Y.transpose(-1, -2)) * _causal_mask(L, dt, r.device)  # (C, BH, 2L, 2L)
+    dt, T, out_dt = _compute_dtype(r), r.shape[1], r.dtype
+    s = _zero_state(r, dt) if state is None else state.to(dt)
+    L, Gc, lw, c = _decays(lw.to(dt), chunk_size)
+    r, k, v, a, b = (_chunks(t.to(dt), L) for t in (r, k, v, a, b))
+    Ei = (-Gc).exp()
+    X = torch.cat([(Gc - lw).exp() * a, Gc.exp() * r], -2)  # (C, B, H, 2L, N) rows [a | r] at their decays
+    Y = torch.cat([Ei * b, Ei * k], -2)
+    A = (X @ Y.transpose(-1, -2)) * _causal_mask(L, dt, r.device)  # blocks [[ab, ak], [rb, rk]]
     Tinv = _unit_lower_inverse(A[..., :L, :L])
     ec = c.exp()
     X = X * ec  # [a*e^Gx; r*e^G]
+    v = v.contiguous()
     WX = torch.cat([Tinv @ X[..., :L, :], X[..., L:, :]], -2)  # [W; r*e^G]
     U = Tinv @ (A[..., :L, L:] @ v)
-    BKt = (Y * ec).transpose(-1, -2)  # [b*e^{G_L-G}; k*e^{G_L-G}]^T (C, BH, N, 2L)
-    decay = (ec * ec).transpose(-1, -2)  # e^{G_L} (C, BH, N, 1)
+    BKt = (Y * ec).transpose(-1, -2)  # [b*e^{G_L-G}; k*e^{G_L-G}]^T (C, B, H, N, 2L)
+    decay = (ec * ec).transpose(-1, -2)  # e^{G_L} (C, B, H, N, 1)
     ys, vvs = [], []
     for wx_c, u_c, v_c, bkt_c, d_c in zip(WX, U, v, BKt, decay):
         o = wx_c @ s  # [W S; (r*e^G) S]
-        vv = torch.cat([o[:, :L] + u_c, v_c], -2)  # [V'; V]
-        s = torch.baddbmm(s * d_c, bkt_c, vv)
-        ys.append(o[:, L:])
+        vv = torch.cat([o[..., :L, :] + u_c, v_c], -2)  # [V'; V]
+        s = torch.baddbmm(_flat(s * d_c), _flat(bkt_c), _flat(vv)).view(s.shape)
+        ys.append(o[..., L:, :])
         vvs.append(vv)
-    y = torch.baddbmm(torch.stack(ys).flatten(0, 1), A[..., L:, :].flatten(0, 1), torch.stack(vvs).flatten(0, 1))
-    return _from_chunks(y.view(C, BH, L, N), B, T).to(out_dt), s.view(B, H, N, N)
+    y = torch.stack(ys) + A[..., L:, :] @ torch.stack(vvs)
+    return _unchunk(y, T).to(out_dt), s
 
 
 def wkv6_chunked(r, lw, k, v, u, state: Tensor | None = None, chunk_size: int = 64) -> tuple[Tensor, Tensor]:
@@ -197,20 +204,20 @@ def wkv6_chunked(r, lw, k, v, u, state: Tensor | None = None, chunk_size: int = 
 
     Per chunk: Y = (r*e^Gx) S + A_rk V + diag(r . (u*k)) V with A_rk[t, s] (s < t) =
     sum_i r_t,i k_s,i e^{Gx_t,i - G_s,i};  S_L = e^{G_L} S + (k*e^{G_L-G})^T V."""
-    dt, (B, T, H, N), out_dt = _compute_dtype(r), r.shape, r.dtype
-    s = (_zero_state(r, dt) if state is None else state.to(dt)).reshape(B * H, N, N)
-    L, Gc, lwc, c = _decays(lw.to(dt), chunk_size)
-    C, BH = Gc.shape[:2]
-    r, k, v = _to_chunks(torch.stack([r, k, v], 2).to(dt), L).split(L, -2)
-    Xr, Yk, ec = r * (Gc - lwc).exp(), k * (-Gc).exp(), c.exp()
+    dt, T, out_dt = _compute_dtype(r), r.shape[1], r.dtype
+    s = _zero_state(r, dt) if state is None else state.to(dt)
+    L, Gc, lw, c = _decays(lw.to(dt), chunk_size)
+    r, k, v = (_chunks(t.to(dt), L) for t in (r, k, v))
+    v = v.contiguous()
+    Xr, Yk, ec = (Gc - lw).exp() * r, (-Gc).exp() * k, c.exp()
     Xe, Kt, decay = Xr * ec, (Yk * ec).transpose(-1, -2), (ec * ec).transpose(-1, -2)
     ys = []
     for xe_c, kt_c, v_c, d_c in zip(Xe, Kt, v, decay):
         ys.append(xe_c @ s)
-        s = torch.baddbmm(s * d_c, kt_c, v_c)
-    bonus = (r * k * u.to(dt).repeat(B, 1)[:, None, :]).sum(-1, keepdim=True) * v
+        s = torch.baddbmm(_flat(s * d_c), _flat(kt_c), _flat(v_c)).view(s.shape)
+    bonus = (r * k * u.to(dt)[:, None, :]).sum(-1, keepdim=True) * v
     y = torch.stack(ys) + (Xr @ Yk.transpose(-1, -2)).tril(-1) @ v + bonus
-    return _from_chunks(y, B, T).to(out_dt), s.view(B, H, N, N)
+    return _unchunk(y, T).to(out_dt), s
 
 
 # ----------------------------------------------------------------------------------------------
