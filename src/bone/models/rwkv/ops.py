@@ -180,22 +180,24 @@ def wkv7_chunked(r, lw, k, v, a, b, state: Tensor | None = None, chunk_size: int
     X = torch.cat([(Gc - lw).exp() * a, Gc.exp() * r], -2)  # (C, B, H, 2L, N) rows [a | r] at their decays
     Y = torch.cat([Ei * b, Ei * k], -2)
     A = (X @ Y.transpose(-1, -2)) * _causal_mask(L, dt, r.device)  # blocks [[ab, ak], [rb, rk]]
-    Tinv = _unit_lower_inverse(A[..., :L, :L])
+    top, bottom = A.split(L, -2)  # split, not slicing: its backward fills no zeros
+    A_ab, A_ak = top.split(L, -1)
+    Tinv = _unit_lower_inverse(A_ab)
     ec = c.exp()
-    X = X * ec  # [a*e^Gx; r*e^G]
+    Xa, Xr = (X * ec).split(L, -2)  # a*e^Gx, r*e^G
     v = v.contiguous()
-    WX = torch.cat([Tinv @ X[..., :L, :], X[..., L:, :]], -2)  # [W; r*e^G]
-    U = Tinv @ (A[..., :L, L:] @ v)
+    WX = torch.cat([Tinv @ Xa, Xr], -2)  # [W; r*e^G]
+    U = Tinv @ (A_ak @ v)
     BKt = (Y * ec).transpose(-1, -2)  # [b*e^{G_L-G}; k*e^{G_L-G}]^T (C, B, H, N, 2L)
     decay = (ec * ec).transpose(-1, -2)  # e^{G_L} (C, B, H, N, 1)
     ys, vvs = [], []
     for wx_c, u_c, v_c, bkt_c, d_c in zip(WX, U, v, BKt, decay):
-        o = wx_c @ s  # [W S; (r*e^G) S]
-        vv = torch.cat([o[..., :L, :] + u_c, v_c], -2)  # [V'; V]
+        ws, rs = (wx_c @ s).split(L, -2)  # W S, (r*e^G) S
+        vv = torch.cat([ws + u_c, v_c], -2)  # [V'; V]
         s = torch.baddbmm(_flat(s * d_c), _flat(bkt_c), _flat(vv)).view(s.shape)
-        ys.append(o[..., L:, :])
+        ys.append(rs)
         vvs.append(vv)
-    y = torch.stack(ys) + A[..., L:, :] @ torch.stack(vvs)
+    y = torch.stack(ys) + bottom @ torch.stack(vvs)
     return _unchunk(y, T).to(out_dt), s
 
 
