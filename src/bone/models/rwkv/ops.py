@@ -9,10 +9,12 @@ RWKV-7 ("x070", a diagonal-plus-low-rank delta rule), per head:
 RWKV-6 ("x060"), per head, with a per-channel bonus u for the current token:
     y_t = S_{t-1}^T r_t + (r_t . (u * k_t)) v_t,                  S_t = diag(exp(lw_t)) S_{t-1} + k_t v_t^T
 
-The chunked form splits T into chunks of L tokens. Inside a chunk the pairwise decays
-exp(G_t - G_s) (G = cumulative lw) come from one matmul of exp(G_t - c) and exp(c - G_s) with c
-the chunk's mid-range; L is shrunk (per call) until every factor is finite and normal, which
-RWKV-7's bounded decay always allows at L = 64. Chunks are chained by one small matmul each.
+The chunked form splits T into chunks of L tokens (16 is fastest on CPU). Inside a chunk the
+pairwise decays exp(G_t - G_s) (G = cumulative lw) come from one matmul of exp(G_t - c) and
+exp(c - G_s) with c the chunk's mid-range; L is shrunk (per call) until every factor is finite and
+normal, which RWKV-7's bounded decay always allows at L = 64. All intra-chunk work (for RWKV-7 the
+WY-style inverse of the chunk's unit-lower-triangular delta-rule system, in matmuls) is batched
+over every chunk at once; only a pass of two small matmuls per chunk carries the state.
 On CUDA, when flash-linear-attention (`fla` >= 0.2) is importable, its Triton kernels are used.
 """
 from __future__ import annotations
@@ -141,12 +143,20 @@ def _decays(lw: Tensor, chunk_size: int) -> tuple[int, Tensor, Tensor, Tensor]:
 
 
 def _unit_lower_inverse(A: Tensor) -> Tensor:
-    """(I - A)^-1 for strictly lower-triangular A (..., L, L), L a power of two, by doubling:
-    (I - A)^-1 = (I + A)(I + A^2)(I + A^4)...(I + A^{L/2}), log2(L) - 1 squarings (A^L = 0).
-    Batched matmuls only: far faster on CPU than a batched triangular solve of small matrices."""
-    T = A + torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+    """(I - A)^-1 for strictly lower-triangular A (..., L, L), L a power of two, in batched matmuls
+    (far faster on CPU than a batched triangular solve of small matrices). Up to 16 by doubling,
+    (I - A)^-1 = (I + A)(I + A^2)(I + A^4)...(I + A^{L/2}) (A^L = 0); above, by halves:
+    [[T11, 0], [T22 A21 T11, T22]] with T11, T22 the inverses of the diagonal halves."""
+    L = A.shape[-1]
+    if L > 16:
+        h = L // 2
+        top, bottom = A.split(h, -2)
+        T11, T22 = _unit_lower_inverse(torch.stack([top[..., :h], bottom[..., h:]])).unbind(0)
+        T21 = T22 @ (bottom[..., :h] @ T11)
+        return torch.cat([torch.cat([T11, torch.zeros_like(T11)], -1), torch.cat([T21, T22], -1)], -2)
+    T = A + torch.eye(L, dtype=A.dtype, device=A.device)
     P = A
-    for _ in range(A.shape[-1].bit_length() - 2):
+    for _ in range(L.bit_length() - 2):
         P = P @ P
         T = T + P @ T
     return T
@@ -163,7 +173,7 @@ def _flat(x: Tensor) -> Tensor:
     return x.reshape(-1, *x.shape[-2:])
 
 
-def wkv7_chunked(r, lw, k, v, a, b, state: Tensor | None = None, chunk_size: int = 64) -> tuple[Tensor, Tensor]:
+def wkv7_chunked(r, lw, k, v, a, b, state: Tensor | None = None, chunk_size: int = 16) -> tuple[Tensor, Tensor]:
     """RWKV-7 WKV, same contract as `wkv7_recurrent`, chunk-parallel (a WY-style form).
 
     Per chunk (G / Gx inclusive / exclusive cumulative lw, S the chunk's initial state), with
@@ -201,7 +211,7 @@ def wkv7_chunked(r, lw, k, v, a, b, state: Tensor | None = None, chunk_size: int
     return _unchunk(y, T).to(out_dt), s
 
 
-def wkv6_chunked(r, lw, k, v, u, state: Tensor | None = None, chunk_size: int = 64) -> tuple[Tensor, Tensor]:
+def wkv6_chunked(r, lw, k, v, u, state: Tensor | None = None, chunk_size: int = 16) -> tuple[Tensor, Tensor]:
     """RWKV-6 WKV, same contract as `wkv6_recurrent`, chunk-parallel.
 
     Per chunk: Y = (r*e^Gx) S + A_rk V + diag(r . (u*k)) V with A_rk[t, s] (s < t) =
@@ -230,7 +240,7 @@ def _use_fla(x: Tensor, kernel) -> bool:
     return kernel is not None and x.is_cuda
 
 
-def wkv7(r, lw, k, v, a, b, state: Tensor | None = None, chunk_size: int = 64) -> tuple[Tensor, Tensor]:
+def wkv7(r, lw, k, v, a, b, state: Tensor | None = None, chunk_size: int = 16) -> tuple[Tensor, Tensor]:
     """RWKV-7 WKV for the model: fla's DPLR kernel on CUDA when installed, else `wkv7_chunked`."""
     if _use_fla(r, _fla_dplr):
         s0 = None if state is None else state.float()
@@ -239,7 +249,7 @@ def wkv7(r, lw, k, v, a, b, state: Tensor | None = None, chunk_size: int = 64) -
     return wkv7_chunked(r, lw, k, v, a, b, state, chunk_size)
 
 
-def wkv6(r, lw, k, v, u, state: Tensor | None = None, chunk_size: int = 64) -> tuple[Tensor, Tensor]:
+def wkv6(r, lw, k, v, u, state: Tensor | None = None, chunk_size: int = 16) -> tuple[Tensor, Tensor]:
     """RWKV-6 WKV for the model: fla's chunk_rwkv6 on CUDA when installed, else `wkv6_chunked`."""
     if _use_fla(r, _fla_rwkv6):
         s0 = None if state is None else state.float()
