@@ -168,11 +168,6 @@ def _causal_mask(L: int, dtype: torch.dtype, device) -> Tensor:
     return torch.cat([ones.tril(-1).repeat(1, 2), ones.tril().repeat(1, 2)], 0)
 
 
-def _flat(x: Tensor) -> Tensor:
-    """(..., m, n) -> (batch, m, n), for baddbmm (a view when the batch dims are contiguous)."""
-    return x.reshape(-1, *x.shape[-2:])
-
-
 def wkv7_chunked(r, lw, k, v, a, b, state: Tensor | None = None, chunk_size: int = 16) -> tuple[Tensor, Tensor]:
     """RWKV-7 WKV, same contract as `wkv7_recurrent`, chunk-parallel (a WY-style form).
 
@@ -200,15 +195,16 @@ def wkv7_chunked(r, lw, k, v, a, b, state: Tensor | None = None, chunk_size: int
     U = Tinv @ (A_ak @ v)
     BKt = (Y * ec).transpose(-1, -2)  # [b*e^{G_L-G}; k*e^{G_L-G}]^T (C, B, H, N, 2L)
     decay = (ec * ec).transpose(-1, -2)  # e^{G_L} (C, B, H, N, 1)
-    ys, vvs = [], []
-    for wx_c, u_c, v_c, bkt_c, d_c in zip(WX, U, v, BKt, decay):
-        ws, rs = (wx_c @ s).split(L, -2)  # W S, (r*e^G) S
+    B, H, N = s.shape[:3]
+    s, ys, vvs = s.reshape(B * H, N, N), [], []
+    for wx_c, u_c, v_c, bkt_c, d_c in zip(*(x.flatten(1, 2) for x in (WX, U, v, BKt, decay))):
+        ws, rs = torch.bmm(wx_c, s).split(L, -2)  # W S, (r*e^G) S
         vv = torch.cat([ws + u_c, v_c], -2)  # [V'; V]
-        s = torch.baddbmm(_flat(s * d_c), _flat(bkt_c), _flat(vv)).view(s.shape)
+        s = torch.baddbmm(s * d_c, bkt_c, vv)
         ys.append(rs)
         vvs.append(vv)
-    y = torch.stack(ys) + bottom @ torch.stack(vvs)
-    return _unchunk(y, T).to(out_dt), s
+    y = (torch.stack(ys) + bottom.flatten(1, 2) @ torch.stack(vvs)).unflatten(1, (B, H))
+    return _unchunk(y, T).to(out_dt), s.view(B, H, N, N)
 
 
 def wkv6_chunked(r, lw, k, v, u, state: Tensor | None = None, chunk_size: int = 16) -> tuple[Tensor, Tensor]:
@@ -223,13 +219,14 @@ def wkv6_chunked(r, lw, k, v, u, state: Tensor | None = None, chunk_size: int = 
     v = v.contiguous()
     Xr, Yk, ec = (Gc - lw).exp() * r, (-Gc).exp() * k, c.exp()
     Xe, Kt, decay = Xr * ec, (Yk * ec).transpose(-1, -2), (ec * ec).transpose(-1, -2)
-    ys = []
-    for xe_c, kt_c, v_c, d_c in zip(Xe, Kt, v, decay):
-        ys.append(xe_c @ s)
-        s = torch.baddbmm(_flat(s * d_c), _flat(kt_c), _flat(v_c)).view(s.shape)
+    B, H, N = s.shape[:3]
+    s, ys = s.reshape(B * H, N, N), []
+    for xe_c, kt_c, v_c, d_c in zip(*(x.flatten(1, 2) for x in (Xe, Kt, v, decay))):
+        ys.append(torch.bmm(xe_c, s))
+        s = torch.baddbmm(s * d_c, kt_c, v_c)
     bonus = (r * k * u.to(dt)[:, None, :]).sum(-1, keepdim=True) * v
-    y = torch.stack(ys) + (Xr @ Yk.transpose(-1, -2)).tril(-1) @ v + bonus
-    return _unchunk(y, T).to(out_dt), s
+    y = torch.stack(ys).unflatten(1, (B, H)) + (Xr @ Yk.transpose(-1, -2)).tril(-1) @ v + bonus
+    return _unchunk(y, T).to(out_dt), s.view(B, H, N, N)
 
 
 # ----------------------------------------------------------------------------------------------
