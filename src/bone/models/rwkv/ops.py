@@ -191,17 +191,15 @@ def wkv7_chunked(r, lw, k, v, a, b, state: Tensor | None = None, chunk_size: int
     ec = c.exp()
     Xa, Xr = (X * ec).split(L, -2)  # a*e^Gx, r*e^G
     v = v.contiguous()
-    WX = torch.cat([Tinv @ Xa, Xr], -2)  # [W; r*e^G]
-    U = Tinv @ (A_ak @ v)
+    W, U = Tinv @ Xa, Tinv @ (A_ak @ v)
     BKt = (Y * ec).transpose(-1, -2)  # [b*e^{G_L-G}; k*e^{G_L-G}]^T (C, B, H, N, 2L)
     decay = (ec * ec).transpose(-1, -2)  # e^{G_L} (C, B, H, N, 1)
     B, H, N = s.shape[:3]
     s, ys, vvs = s.reshape(B * H, N, N), [], []
-    for wx_c, u_c, v_c, bkt_c, d_c in zip(*(x.flatten(1, 2) for x in (WX, U, v, BKt, decay))):
-        ws, rs = torch.bmm(wx_c, s).split(L, -2)  # W S, (r*e^G) S
-        vv = torch.cat([ws + u_c, v_c], -2)  # [V'; V]
+    for w_c, xr_c, u_c, v_c, bkt_c, d_c in zip(*(x.flatten(1, 2) for x in (W, Xr, U, v, BKt, decay))):
+        vv = torch.cat([torch.baddbmm(u_c, w_c, s), v_c], -2)  # [V'; V], V' = U + W S
+        ys.append(torch.bmm(xr_c, s))  # (r*e^G) S
         s = torch.baddbmm(s * d_c, bkt_c, vv)
-        ys.append(rs)
         vvs.append(vv)
     y = (torch.stack(ys) + bottom.flatten(1, 2) @ torch.stack(vvs)).unflatten(1, (B, H))
     return _unchunk(y, T).to(out_dt), s.view(B, H, N, N)
