@@ -14,7 +14,8 @@ pairwise decays exp(G_t - G_s) (G = cumulative lw) come from one matmul of exp(G
 exp(c - G_s) with c the chunk's mid-range; L is shrunk (per call) until every factor is finite and
 normal, which RWKV-7's bounded decay always allows at L = 64. All intra-chunk work (for RWKV-7 the
 WY-style inverse of the chunk's unit-lower-triangular delta-rule system, in matmuls) is batched
-over every chunk at once; only a pass of two small matmuls per chunk carries the state.
+over every chunk at once; only a short pass (three small matmuls per chunk for RWKV-7, two for
+RWKV-6) carries the state from chunk to chunk.
 On CUDA, when flash-linear-attention (`fla` >= 0.2) is importable, its Triton kernels are used.
 """
 from __future__ import annotations
