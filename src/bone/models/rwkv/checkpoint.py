@@ -104,16 +104,19 @@ def check_layout(model: nn.Module, sd: dict[str, Tensor], where: str = "checkpoi
                          + "\n  ".join(problems))
 
 
-def load_rwkv(path: str | os.PathLike, dtype: torch.dtype | str | None = None, chunk_size: int = 64) -> RWKVForCausalLM:
+def load_rwkv(path: str | os.PathLike, dtype: torch.dtype | str | None = None, chunk_size: int | None = None) -> RWKVForCausalLM:
     """Build this project's RWKV model from a BlinkDL .pth (x070 or x060).
 
-    dtype: parameter dtype, a torch.dtype or its name ("bfloat16"); None = fp32."""
+    dtype: parameter dtype, a torch.dtype or its name ("bfloat16"); None = fp32.
+    chunk_size: WKV chunk length of the training form; None = RWKVConfig's default."""
     if isinstance(dtype, str):
         if not isinstance(getattr(torch, dtype, None), torch.dtype):
             raise ValueError(f"dtype={dtype!r} is not a torch dtype name (use e.g. 'float32' or 'bfloat16')")
         dtype = getattr(torch, dtype)
     sd = read_checkpoint(path)
-    cfg = dataclasses.replace(config_from_state_dict(sd, str(path)), chunk_size=chunk_size)
+    cfg = config_from_state_dict(sd, str(path))
+    if chunk_size is not None:
+        cfg = dataclasses.replace(cfg, chunk_size=chunk_size)
     with torch.device("meta"):
         model = RWKVForCausalLM(cfg)
     check_layout(model, sd, str(path))
