@@ -21,6 +21,7 @@ class Tiles:
     bm: int = 64  # tokens per program in the forward and dx kernels (>= 16)
     bt: int = 64  # tokens per step of the dB kernel's G accumulation (>= 16)
     split: int = 8  # programs per output block in the dB kernel (partials summed afterwards)
+    exact_dots: bool = False  # multiply dot inputs as fp32 even for bf16/fp16 blocks (needed by the CPU interpreter)
 
 
 TILES = Tiles()
@@ -59,7 +60,7 @@ class TritonColFn(Function):
         k.col_fwd[(_grid_rows(t, tiles.bm), out // r)](
             x2, w, blk, bias if bias is not None else blk, y, t, in_,
             x2.stride(0), x2.stride(1), w.stride(0), w.stride(1), y.stride(0), y.stride(1),
-            HAS_BIAS=bias is not None, R=r, BM=tiles.bm)
+            HAS_BIAS=bias is not None, R=r, BM=tiles.bm, F32=tiles.exact_dots or dt == torch.float32)
         ctx.save_for_backward(x, w, block)
         ctx.tiles = tiles
         return y.view(*x.shape[:-1], out)
@@ -80,7 +81,7 @@ class TritonColFn(Function):
             k.col_dx[(_grid_rows(t, tiles.bm), in_ // r)](
                 g2, w, blk, dx, t, out,
                 g2.stride(0), g2.stride(1), w.stride(0), w.stride(1), dx.stride(0), dx.stride(1),
-                R=r, BM=tiles.bm)
+                R=r, BM=tiles.bm, F32=tiles.exact_dots or dt == torch.float32)
             dx = dx.to(x.dtype).view(x.shape)
         if ctx.needs_input_grad[3]:
             split = min(tiles.split, in_ // r)

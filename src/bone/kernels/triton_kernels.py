@@ -9,7 +9,9 @@ Tiles are r wide along both W dimensions, so r must be a power of two >= 16 (tl.
   col_db    part[s, a] = sum_{b = s, s+S, ...} (W[a,b] + I)^T G[a,b],
             G[a,b] = sum_t g[t, a]^T x[t, b] accumulated BT tokens at a time   grid (out/r, S)
 
-Dot inputs are in the block's dtype (the reference's compute dtype), accumulation in fp32.
+Dot inputs are rounded to the block's dtype (the reference's compute dtype), accumulation is fp32.
+F32 (constexpr) multiplies those rounded inputs as exact fp32 (IEEE) dots: used for fp32 blocks,
+and for every dtype under Triton's CPU interpreter, whose bf16 `tl.dot` is wrong.
 Importing this module imports triton; set TRITON_INTERPRET before that to run it on the CPU.
 """
 from __future__ import annotations
@@ -19,21 +21,29 @@ import triton.language as tl
 
 
 @triton.jit
-def _merged_tile(w_ptr, b_ptr, a, kb, swo, swi, R: tl.constexpr):
+def _dot(a, b, F32: tl.constexpr):
+    """a @ b with fp32 accumulation; F32: as exact fp32 products of the given values."""
+    if F32:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    return tl.dot(a, b)
+
+
+@triton.jit
+def _merged_tile(w_ptr, b_ptr, a, kb, swo, swi, R: tl.constexpr, F32: tl.constexpr):
     """W'[a, kb] `(R, R)` in the block dtype, built from the W tile and B[a] in registers."""
     offs = tl.arange(0, R)
     blk = tl.load(b_ptr + a * R * R + offs[:, None] * R + offs[None, :])
     cdt = blk.dtype
     wt = tl.load(w_ptr + (a * R + offs)[:, None] * swo + (kb * R + offs)[None, :] * swi).to(cdt)
-    eye = (offs[:, None] == offs[None, :]).to(cdt)
-    wp = tl.dot(wt, eye + blk, input_precision="ieee") + blk.to(tl.float32)
+    eye = (offs[:, None] == offs[None, :]).to(tl.float32)
+    wp = _dot(wt, (eye + blk.to(tl.float32)).to(cdt), F32) + blk.to(tl.float32)
     return wp.to(cdt)
 
 
 @triton.jit
 def col_fwd(x_ptr, w_ptr, b_ptr, bias_ptr, y_ptr, T, IN,
             sxt, sxi, swo, swi, syt, syo,
-            HAS_BIAS: tl.constexpr, R: tl.constexpr, BM: tl.constexpr):
+            HAS_BIAS: tl.constexpr, R: tl.constexpr, BM: tl.constexpr, F32: tl.constexpr):
     pid_m = tl.program_id(0)
     a = tl.program_id(1)
     offs_m = pid_m * BM + tl.arange(0, BM)
@@ -41,9 +51,9 @@ def col_fwd(x_ptr, w_ptr, b_ptr, bias_ptr, y_ptr, T, IN,
     row_ok = offs_m[:, None] < T
     acc = tl.zeros((BM, R), dtype=tl.float32)
     for kb in range(0, IN // R):
-        wp = _merged_tile(w_ptr, b_ptr, a, kb, swo, swi, R)
+        wp = _merged_tile(w_ptr, b_ptr, a, kb, swo, swi, R, F32)
         xt = tl.load(x_ptr + offs_m[:, None] * sxt + (kb * R + offs_r)[None, :] * sxi, mask=row_ok, other=0.0)
-        acc += tl.dot(xt.to(wp.dtype), tl.trans(wp), input_precision="ieee")
+        acc += _dot(xt.to(wp.dtype), tl.trans(wp), F32)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + a * R + offs_r).to(tl.float32)[None, :]
     tl.store(y_ptr + offs_m[:, None] * syt + (a * R + offs_r)[None, :] * syo, acc.to(y_ptr.dtype.element_ty), mask=row_ok)
@@ -52,7 +62,7 @@ def col_fwd(x_ptr, w_ptr, b_ptr, bias_ptr, y_ptr, T, IN,
 @triton.jit
 def col_dx(g_ptr, w_ptr, b_ptr, dx_ptr, T, OUT,
            sgt, sgo, swo, swi, sdt, sdi,
-           R: tl.constexpr, BM: tl.constexpr):
+           R: tl.constexpr, BM: tl.constexpr, F32: tl.constexpr):
     pid_m = tl.program_id(0)
     kb = tl.program_id(1)
     offs_m = pid_m * BM + tl.arange(0, BM)
@@ -60,9 +70,9 @@ def col_dx(g_ptr, w_ptr, b_ptr, dx_ptr, T, OUT,
     row_ok = offs_m[:, None] < T
     acc = tl.zeros((BM, R), dtype=tl.float32)
     for a in range(0, OUT // R):
-        wp = _merged_tile(w_ptr, b_ptr, a, kb, swo, swi, R)
+        wp = _merged_tile(w_ptr, b_ptr, a, kb, swo, swi, R, F32)
         gt = tl.load(g_ptr + offs_m[:, None] * sgt + (a * R + offs_r)[None, :] * sgo, mask=row_ok, other=0.0)
-        acc += tl.dot(gt.to(wp.dtype), wp, input_precision="ieee")
+        acc += _dot(gt.to(wp.dtype), wp, F32)
     tl.store(dx_ptr + offs_m[:, None] * sdt + (kb * R + offs_r)[None, :] * sdi, acc.to(dx_ptr.dtype.element_ty), mask=row_ok)
 
 
