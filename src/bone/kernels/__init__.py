@@ -53,7 +53,7 @@ def _shard(chunk_size: int):
     def forward(x: Tensor, w: Tensor, bias: Tensor | None, block: Tensor, dropout: nn.Module | None = None) -> Tensor:
         """shard `(r, out)` / mini `(r, mini_r)` block: x `(..., in)` -> `(..., out)`."""
         _check_frozen(w, bias)
-        return ShardFn.apply(x, w, bias, block, dropout_p(dropout))
+        return ShardFn.apply(x, w, bias, block, dropout_p(dropout), chunk_size)
     return forward
 
 
@@ -62,7 +62,7 @@ _FACTORY = {"col": _col, "row": _row, "shard": _shard, "mini": _shard}
 
 def forward_fn(variant: str, chunk_size: int) -> Callable:
     """The fused forward for `variant` ("col", "row", "shard", "mini"); chunk_size = output rows
-    of W' (col) or of a dtype-cast W (col/row) materialised at once."""
+    of a weight-sized temporary materialised at once (col's W', a dtype-cast W, shard's W + dW)."""
     variants.get(variant)  # raises a clear error for an unknown name
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")

@@ -2,12 +2,12 @@
 
 Notation as in `bone.variants`: W `(out, in)`, r the block size, A = out/r output blocks,
 K = in/r input blocks, x `(T, in)` the flattened input, g = dL/dy `(T, out)`, x_b / g_a the
-r-wide slices, s = sum_b x_b `(T, r)`.
+r-wide slices.
 
 col (B `(A, r, r)`), W'[a,b] = W[a,b] (I + B[a]) + B[a]:
   forward   y = x W'^T + bias, W' rebuilt `chunk` output rows at a time (never whole)
   backward  dx = g W' (same chunks), G_c = g_c^T x per chunk,
-            dB[a] = sum_b W[a,b]^T G[a,b] + G[a,b] = bmm(W_c^T, G_c) + g_a^T s
+            dB[a] = sum_b W[a,b]^T G[a,b] + G[a,b] = bmm(G_c^T, W_c)^T + sum_b G_c[a,b]
   saved     x, B and the frozen W parameter itself (no copy): no (out, in) temporary survives.
 
 row (D `(K, r, r)`), W'[a,b] = W[a,b] (I + D[b]) + D[b] factorises exactly, so W' never exists:
@@ -24,8 +24,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torch.autograd import Function
-
-from .slices import slice_sum
 
 
 def _rows(chunk_size: int, r: int, out: int) -> int:
@@ -74,7 +72,6 @@ class ColFn(Function):
         x2 = x.reshape(-1, in_).to(dt)
         dx = torch.zeros_like(x2) if need_x and out > rows else None
         db = torch.empty_like(block) if need_b else None
-        s = slice_sum(x2, r, dt) if need_b else None
         for o0 in range(0, out, rows):
             a0, a1 = o0 // r, (o0 + rows) // r
             w3 = _blocks3(w[o0:o0 + rows], r, dt)
@@ -84,7 +81,8 @@ class ColFn(Function):
                 dx = gc @ wp if dx is None else dx.addmm_(gc, wp)
             if need_b:
                 gram = (gc.t() @ x2).view(w3.shape)  # G for these output rows, blocked like w3
-                torch.baddbmm((gc.t() @ s).view(-1, r, r), w3.transpose(1, 2), gram, out=db[a0:a1])
+                wg = torch.bmm(gram.transpose(1, 2), w3).transpose(1, 2)  # sum_b W^T G (this order is the fast one)
+                torch.add(wg, gram.view(-1, r, in_ // r, r).sum(2), out=db[a0:a1])  # + sum_b G
         dx = None if dx is None else dx.to(x.dtype).view(x.shape)
         return dx, None, None, db, None
 

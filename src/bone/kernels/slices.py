@@ -39,3 +39,12 @@ def mul_tiled_(dx: Tensor, ds: Tensor) -> Tensor:
     if rem:
         dx[:, k * r:].mul_(ds[:, :rem].to(dx.dtype))
     return dx
+
+
+def tiled_plus(wc: Tensor, mt: Tensor) -> Tensor:
+    """A new `(c, in)` tensor wc + mt `(c, r)` tiled along in (last tile cut)."""
+    c, in_ = wc.shape
+    r = mt.shape[1]
+    if in_ % r:
+        return add_tiled_(wc.clone(memory_format=torch.contiguous_format), mt)
+    return (wc.reshape(c, in_ // r, r) + mt[:, None, :]).view(c, in_)
