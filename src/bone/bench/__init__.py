@@ -59,13 +59,14 @@ def run(args, cfg) -> dict:
     models = {m: setups.make(m, base, cfg) for m in methods}
     kept = {m: measure.kept_bytes(models[m], ids) for m in methods}
     steps = {m: measure.stepper(models[m], setups.trainable(models[m]), ids) for m in methods}
-    times = measure.time_interleaved(steps, args.repeats, args.warmup)
+    times, cpu = measure.time_interleaved(steps, args.repeats, args.warmup)
     rss = {m: measure.child_peak_rss(m, _model_argv(args)) if args.rss_steps else None for m in methods}
-    t0 = measure.median(times["frozen"])
+    t0, c0 = measure.median(times["frozen"]), measure.median(cpu["frozen"])
     rows = {m: {"about": setups.METHODS[m], "trainable": sum(p.numel() for p in setups.trainable(models[m])),
                 "step_s": measure.median(times[m]), "step_ratio": measure.median(times[m]) / t0,
-                "step_times_s": times[m], "kept_bytes": kept[m], "extra_kept_bytes": kept[m] - kept["frozen"],
-                "peak_rss_mb": rss[m]} for m in methods}
+                "cpu_s": measure.median(cpu[m]), "cpu_ratio": measure.median(cpu[m]) / c0,
+                "step_times_s": times[m], "cpu_times_s": cpu[m], "kept_bytes": kept[m],
+                "extra_kept_bytes": kept[m] - kept["frozen"], "peak_rss_mb": rss[m]} for m in methods}
     return {"config": dataclasses.asdict(cfg), "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads,
             "torch": torch.__version__, "machine": platform.processor() or platform.machine(), "rows": rows,
             "targets": targets(rows)}
@@ -78,7 +79,10 @@ def targets(rows: dict) -> dict:
     return {"col step / peft-bat step (<= 0.95)": ratio("bone-col", "peft-bat", "step_s"),
             "col extra kept / peft-bat extra kept (<= 0.25)": ratio("bone-col", "peft-bat", "extra_kept_bytes"),
             "shard step / peft-shard step (<= 1)": ratio("bone-shard", "peft-shard", "step_s"),
-            "shard step / frozen step (<= 1.05)": ratio("bone-shard", "frozen", "step_s")}
+            "shard step / frozen step (<= 1.05)": ratio("bone-shard", "frozen", "step_s"),
+            "col CPU time / peft-bat CPU time": ratio("bone-col", "peft-bat", "cpu_s"),
+            "shard CPU time / peft-shard CPU time": ratio("bone-shard", "peft-shard", "cpu_s"),
+            "shard CPU time / frozen CPU time": ratio("bone-shard", "frozen", "cpu_s")}
 
 
 def main(argv: list[str] | None = None) -> int:

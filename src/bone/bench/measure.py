@@ -1,7 +1,8 @@
 """What the benchmark measures: step time, bytes kept for backward, peak RSS.
 
-  step time      one training step (zero_grad, forward, causal-LM loss, backward, AdamW) timed
-                 with perf_counter; methods interleaved round-robin within one process.
+  step time      one training step (zero_grad, forward, causal-LM loss, backward, AdamW), wall
+                 clock (perf_counter) and process CPU time (process_time, steadier when other
+                 programs share the cores); methods interleaved round-robin in one process.
   kept bytes     every tensor autograd saves during one forward, recorded by
                  `torch.autograd.graph.saved_tensors_hooks`, summed over unique storages;
                  storages of model parameters are excluded (they exist whether or not a
@@ -79,17 +80,20 @@ def stepper(model: nn.Module, params: list[nn.Parameter], ids: torch.Tensor) -> 
     return step
 
 
-def time_interleaved(steps: dict[str, Callable[[], None]], repeats: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds per step for each method: `warmup` untimed rounds, then `repeats` timed rounds,
-    each round running every method once in turn (so drifting machine load hits all alike)."""
-    times: dict[str, list[float]] = {name: [] for name in steps}
+def time_interleaved(steps: dict[str, Callable[[], None]], repeats: int, warmup: int):
+    """Wall and process-CPU seconds per step for each method: `warmup` untimed rounds, then
+    `repeats` timed rounds, each running every method once in turn (so drifting machine load
+    hits all alike). Returns (wall, cpu), each {method: [seconds per round]}."""
+    wall: dict[str, list[float]] = {name: [] for name in steps}
+    cpu: dict[str, list[float]] = {name: [] for name in steps}
     for i in range(warmup + repeats):
         for name, step in steps.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             step()
             if i >= warmup:
-                times[name].append(time.perf_counter() - t0)
-    return times
+                wall[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
+    return wall, cpu
 
 
 def median(xs: list[float]) -> float:

@@ -23,12 +23,12 @@ def _atomic(path: Path, write) -> None:
 
 def table(rows: dict[str, dict]) -> str:
     """Markdown table of the per-method results (see `bench.run` for the row fields)."""
-    head = ("| method | trainable | step (s, median) | step / frozen | kept for backward (MiB) "
-            "| extra kept vs frozen (MiB) | peak RSS (MiB) |\n|---|---:|---:|---:|---:|---:|---:|")
+    head = ("| method | trainable | step (s, median) | step / frozen | CPU / frozen | kept for backward (MiB) "
+            "| extra kept vs frozen (MiB) | peak RSS (MiB) |\n|---|---:|---:|---:|---:|---:|---:|---:|")
     lines = [head]
     for name, r in rows.items():
         rss = "-" if r.get("peak_rss_mb") is None else f"{r['peak_rss_mb']:.0f}"
-        lines.append(f"| {name} | {r['trainable']:,} | {r['step_s']:.3f} | {r['step_ratio']:.3f} | "
+        lines.append(f"| {name} | {r['trainable']:,} | {r['step_s']:.3f} | {r['step_ratio']:.3f} | {r['cpu_ratio']:.3f} | "
                      f"{r['kept_bytes'] / MIB:.1f} | {r['extra_kept_bytes'] / MIB:.1f} | {rss} |")
     return "\n".join(lines)
 
