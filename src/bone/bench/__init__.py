@@ -55,12 +55,12 @@ def run(args, cfg) -> dict:
     unknown = [m for m in methods if m not in setups.METHODS]
     if unknown or "frozen" not in methods:
         raise ValueError(f"bench: --methods must include 'frozen' and only use {list(setups.METHODS)}; got {methods}")
+    rss = {m: measure.child_peak_rss(m, _model_argv(args)) if args.rss_steps else None for m in methods}
     base, ids = setups.build_base(cfg), setups.batch(cfg)
     models = {m: setups.make(m, base, cfg) for m in methods}
     kept = {m: measure.kept_bytes(models[m], ids) for m in methods}
     steps = {m: measure.stepper(models[m], setups.trainable(models[m]), ids) for m in methods}
     times, cpu = measure.time_interleaved(steps, args.repeats, args.warmup)
-    rss = {m: measure.child_peak_rss(m, _model_argv(args)) if args.rss_steps else None for m in methods}
     t0, c0 = measure.median(times["frozen"]), measure.median(cpu["frozen"])
     rows = {m: {"about": setups.METHODS[m], "trainable": sum(p.numel() for p in setups.trainable(models[m])),
                 "step_s": measure.median(times[m]), "step_ratio": measure.median(times[m]) / t0,

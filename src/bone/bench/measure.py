@@ -7,7 +7,8 @@
                  `torch.autograd.graph.saved_tensors_hooks`, summed over unique storages;
                  storages of model parameters are excluded (they exist whether or not a
                  backward follows), so a cloned or merged weight counts and the frozen W does not.
-  peak RSS       ru_maxrss of a fresh process that builds one method and runs a few steps.
+  peak RSS       VmHWM of a fresh process that builds one method and runs a few steps (the
+                 children run first, while this process is still small).
 """
 from __future__ import annotations
 
@@ -101,8 +102,17 @@ def median(xs: list[float]) -> float:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set size of this process in MiB: VmHWM from /proc (reset by exec), else
+    ru_maxrss (which on Linux survives exec, so a child would report its parent's peak)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
 def child_peak_rss(method: str, argv: list[str], timeout: float = 600) -> float:
