@@ -14,14 +14,17 @@ def _grads(variant: str, checkpointing: bool, dropout: float):
     model = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                                          num_key_value_heads=4, vocab_size=64, max_position_embeddings=32))
     bone.apply(model, bone.BoneConfig(r=8, variant=variant, dropout=dropout))
+    calls = []
     for _, layer in bone.bone_layers(model):
         torch.nn.init.normal_(layer.bone_block, std=0.05)
+        layer.register_forward_hook(lambda *a: calls.append(1))
     if checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(1))
     torch.manual_seed(5)
     model(input_ids=ids, labels=ids).loss.backward()
+    assert len(calls) == 14 * (2 if checkpointing else 1)  # checkpointing re-ran every adapted layer
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
