@@ -32,8 +32,10 @@ def test_cli_smoke(tmp_path, capsys):
 def test_bad_arguments_write_nothing(tmp_path, capsys):
     assert bench.main(TINY + ["--methods=bone-col", f"--out={tmp_path / 'a'}"]) == 2  # no frozen baseline
     assert bench.main(TINY + ["--intermediate=120", f"--out={tmp_path / 'b'}"]) == 2  # not a multiple of r
-    assert "multiple of r=16" in capsys.readouterr().err
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert bench.main(TINY + ["--repeats=0", f"--out={tmp_path / 'c'}"]) == 2
+    err = capsys.readouterr().err
+    assert "multiple of r=16" in err and "--repeats must be >= 1" in err
+    assert not any((tmp_path / d).exists() for d in "abc")
 
 
 def test_kept_bytes_match_the_scale_model():

@@ -30,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args) -> setups.BenchConfig:
+    for name, low in (("repeats", 1), ("warmup", 0), ("threads", 1), ("rss_steps", 0)):
+        if getattr(args, name) < low:
+            raise ValueError(f"bench: --{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"bench: --out {args.out} exists and is not a directory")
     cfg = setups.BenchConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(setups.BenchConfig)})
     cfg.check()
     return cfg
@@ -109,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     report.write_json(args.out / "bench.json", result)
     report.write_png(args.out / "bench.png", result["rows"], title)
     text = f"{title}\n\n{md}\n\nTargets (issue 5):\n{tg}\n\n{scale}\n"
-    report._atomic(args.out / "bench.md", lambda tmp: Path(tmp).write_text(text))
+    report.atomic_write(args.out / "bench.md", lambda tmp: Path(tmp).write_text(text))
     print(text)
     print(f"wrote {args.out}/bench.json, bench.png, bench.md")
     return 0

@@ -9,7 +9,7 @@ from pathlib import Path
 MIB = 1024 ** 2
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Write via a temporary file in the same directory, then os.replace (no half-written file)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -34,7 +34,7 @@ def table(rows: dict[str, dict]) -> str:
 
 
 def write_json(path: Path, data: dict) -> None:
-    _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
 
 
 def write_png(path: Path, rows: dict[str, dict], title: str) -> None:
@@ -59,5 +59,5 @@ def write_png(path: Path, rows: dict[str, dict], title: str) -> None:
             ax.text(v, y, f" {v:.2f}" if v < 10 else f" {v:.0f}", va="center", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
