@@ -102,7 +102,8 @@ def test_torch_compile_and_checkpoint(case, variant):
     fn = kernels.forward_fn(variant, 8)
     drop = torch.nn.Dropout(0.3) if variant in ("shard", "mini") else None
     eager = _run(fn, x, w, b, blk, drop, seed=3)
-    compiled = _run(torch.compile(fn, backend="aot_eager", fullgraph=False), x, w, b, blk, drop, seed=3)
+    # one graph without dropout; with dropout the RNG-state capture is a graph break (documented)
+    compiled = _run(torch.compile(fn, backend="aot_eager", fullgraph=drop is None), x, w, b, blk, drop, seed=3)
     ckpt = _run(lambda *a: torch.utils.checkpoint.checkpoint(fn, *a, use_reentrant=False), x, w, b, blk, drop, seed=3)
     for e, c, k in zip(eager, compiled, ckpt):
         torch.testing.assert_close(c, e)
