@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import platform
 import sys
@@ -60,6 +61,8 @@ def run(args, cfg) -> dict:
     unknown = [m for m in methods if m not in setups.METHODS]
     if unknown or "frozen" not in methods:
         raise ValueError(f"bench: --methods must include 'frozen' and only use {list(setups.METHODS)}; got {methods}")
+    if any(m.startswith("peft-") for m in methods) and importlib.util.find_spec("peft") is None:
+        raise ValueError("bench: the peft-* methods need PEFT (pip install 'peft>=0.17'), or leave them out of --methods")
     rss = {m: measure.child_peak_rss(m, _model_argv(args)) if args.rss_steps else None for m in methods}
     base, ids = setups.build_base(cfg), setups.batch(cfg)
     models = {m: setups.make(m, base, cfg) for m in methods}
