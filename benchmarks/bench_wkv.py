@@ -1,11 +1,12 @@
 """WKV speed: chunked PyTorch form vs the plain per-token loop (RWKV-7 and RWKV-6), fp32 on CPU.
 
-    PYTHONPATH=src python benchmarks/bench_wkv.py                 # T=512, B=1, H=8, N=64
-    PYTHONPATH=src python benchmarks/bench_wkv.py --heads 40 --backward
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/bench_wkv.py           # T=512, B=1, H=2,8,32
+    PYTHONPATH=src python benchmarks/bench_wkv.py --heads 40 --modes fwd+bwd --chunk 32
 
-Reports the median CPU time (time.process_time: time the process actually ran, so other jobs on a
-shared, busy CPU do not count) of several runs of each form (forward only, or forward+backward
-with --backward) and the speedup. Inputs are random with RWKV-like decay ranges.
+Prints a markdown table: per model, head count and mode (forward only, or forward+backward of a
+loss on the outputs and the final state), the median CPU time (time.process_time: the time this
+process actually ran, so other jobs on a shared, busy CPU do not count) of several runs of the loop
+and of the chunked form, and the speedup. Inputs are random, with RWKV-like decay ranges.
 """
 from __future__ import annotations
 
@@ -44,37 +45,41 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def runner(fn, xs, backward: bool):
+    def go():
+        y, s = fn(*xs)
+        if backward:
+            (y.square().sum() + s.square().sum()).backward()
+    return go
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--T", type=int, default=512)
     ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--heads", type=int, nargs="+", default=[2, 8, 32])
     ap.add_argument("--head-size", type=int, default=64)
-    ap.add_argument("--chunk", type=int, default=64)
+    ap.add_argument("--chunk", type=int, default=16, help="chunk_size passed to the chunked forms")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--backward", action="store_true", help="time forward+backward instead of forward")
+    ap.add_argument("--modes", nargs="+", choices=["fwd", "fwd+bwd"], default=["fwd", "fwd+bwd"])
     args = ap.parse_args()
-    r, k, v, lw7, lw6, a, b, u = inputs(args.batch, args.T, args.heads, args.head_size, args.backward)
-
-    def run(fn, *xs):
-        def go():
-            y, s = fn(*xs)
-            if args.backward:
-                (y.square().sum() + s.square().sum()).backward()
-        return go
-
-    cases = {
-        "rwkv7": (lambda *x: wkv7_recurrent(*x), lambda *x: wkv7_chunked(*x, chunk_size=args.chunk), (r, lw7, k, v, a, b)),
-        "rwkv6": (lambda *x: wkv6_recurrent(*x), lambda *x: wkv6_chunked(*x, chunk_size=args.chunk), (r, lw6, k, v, u)),
-    }
-    mode = "fwd+bwd" if args.backward else "fwd"
-    print(f"T={args.T} B={args.batch} H={args.heads} N={args.head_size} chunk={args.chunk} {mode} "
-          f"threads={torch.get_num_threads()}")
-    for name, (loop, chunked, xs) in cases.items():
-        t_loop = timed(run(loop, *xs), args.repeats)
-        t_chunk = timed(run(chunked, *xs), args.repeats)
-        print(f"{name}: per-token loop {t_loop * 1e3:8.1f} ms | chunked {t_chunk * 1e3:7.1f} ms | "
-              f"speedup {t_loop / t_chunk:5.1f}x")
+    print(f"T={args.T} B={args.batch} N={args.head_size} chunk={args.chunk} threads={torch.get_num_threads()}, "
+          f"median CPU time of {args.repeats} runs\n")
+    print("| model | heads | mode | per-token loop ms | chunked ms | speedup |")
+    print("|---|---|---|---|---|---|")
+    for H in args.heads:
+        for mode in args.modes:
+            bwd = mode == "fwd+bwd"
+            r, k, v, lw7, lw6, a, b, u = inputs(args.batch, args.T, H, args.head_size, bwd)
+            cases = {
+                "rwkv7": (wkv7_recurrent, lambda *x: wkv7_chunked(*x, chunk_size=args.chunk), (r, lw7, k, v, a, b)),
+                "rwkv6": (wkv6_recurrent, lambda *x: wkv6_chunked(*x, chunk_size=args.chunk), (r, lw6, k, v, u)),
+            }
+            for name, (loop, chunked, xs) in cases.items():
+                t_loop = timed(runner(loop, xs, bwd), args.repeats)
+                t_chunk = timed(runner(chunked, xs, bwd), args.repeats)
+                print(f"| {name} | {H} | {mode} | {t_loop * 1e3:.1f} | {t_chunk * 1e3:.1f} | {t_loop / t_chunk:.1f}x |",
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""The chunked WKV forms against the plain per-token recurrences (values, states and gradients)."""
+"""The chunked WKV forms against the plain per-token recurrences (values, states and gradients).
+
+Chunk lengths 1..64 are covered (T=50 with chunk 64 runs at 32, T=130 at 64 with a padded last
+chunk), so the doubling inverse (L <= 16) and the block inverse (L = 32, 64) are both checked."""
 import math
 
 import pytest
@@ -28,7 +31,7 @@ def _state(dtype=torch.float64):
     return torch.randn(B, H, N, N, generator=torch.Generator().manual_seed(9), dtype=dtype)
 
 
-@pytest.mark.parametrize("T,chunk", [(1, 64), (7, 4), (37, 8), (64, 16), (50, 64)])
+@pytest.mark.parametrize("T,chunk", [(1, 64), (7, 4), (37, 8), (64, 16), (50, 64), (130, 64)])
 @pytest.mark.parametrize("with_state", [False, True])
 def test_wkv7_chunked_equals_recurrence(T, chunk, with_state):
     x = _inputs7(T)
@@ -63,8 +66,8 @@ def test_wkv6_very_strong_decay_stays_exact_in_fp32():
 
 
 @pytest.mark.parametrize("kind", ["rwkv7", "rwkv6"])
-def test_gradients_match_recurrence(kind):
-    T = 21
+@pytest.mark.parametrize("T,chunk", [(21, 8), (70, 64)])
+def test_gradients_match_recurrence(kind, T, chunk):
     x = _inputs7(T) if kind == "rwkv7" else _inputs6(T)
     s0 = _state()
     chunked, loop = (wkv7_chunked, wkv7_recurrent) if kind == "rwkv7" else (wkv6_chunked, wkv6_recurrent)
@@ -76,7 +79,7 @@ def test_gradients_match_recurrence(kind):
         ((y * w).sum() + s.square().sum()).backward()
         return [t.grad for t in xs]
 
-    for g_chunk, g_loop in zip(grads(chunked, chunk_size=8), grads(loop)):
+    for g_chunk, g_loop in zip(grads(chunked, chunk_size=chunk), grads(loop)):
         torch.testing.assert_close(g_chunk, g_loop, rtol=1e-9, atol=1e-9)
 
 

@@ -9,10 +9,13 @@ RWKV-7 ("x070", a diagonal-plus-low-rank delta rule), per head:
 RWKV-6 ("x060"), per head, with a per-channel bonus u for the current token:
     y_t = S_{t-1}^T r_t + (r_t . (u * k_t)) v_t,                  S_t = diag(exp(lw_t)) S_{t-1} + k_t v_t^T
 
-The chunked form splits T into chunks of L tokens. Inside a chunk the pairwise decays
-exp(G_t - G_s) (G = cumulative lw) come from one matmul of exp(G_t - c) and exp(c - G_s) with c
-the chunk's mid-range; L is shrunk (per call) until every factor is finite and normal, which
-RWKV-7's bounded decay always allows at L = 64. Chunks are chained by one small matmul each.
+The chunked form splits T into chunks of L tokens (16 is fastest on CPU). Inside a chunk the
+pairwise decays exp(G_t - G_s) (G = cumulative lw) come from one matmul of exp(G_t - c) and
+exp(c - G_s) with c the chunk's mid-range; L is shrunk (per call) until every factor is finite and
+normal, which RWKV-7's bounded decay always allows at L = 64. All intra-chunk work (for RWKV-7 the
+WY-style inverse of the chunk's unit-lower-triangular delta-rule system, in matmuls) is batched
+over every chunk at once; only a short pass (three small matmuls per chunk for RWKV-7, two for
+RWKV-6) carries the state from chunk to chunk.
 On CUDA, when flash-linear-attention (`fla` >= 0.2) is importable, its Triton kernels are used.
 """
 from __future__ import annotations
@@ -83,22 +86,25 @@ def wkv6_recurrent(r, lw, k, v, u, state: Tensor | None = None) -> tuple[Tensor,
 
 
 # ----------------------------------------------------------------------------------------------
-# chunked (parallel within a chunk, one matmul between chunks)
+# chunked (parallel within a chunk, one small sequential step per chunk)
+# Chunked tensors are (C, B, H, L, N): chunk-major, so each step of the sequential pass reads one
+# contiguous slice; inputs are read through strided views (no copy) by the first op that uses them
+# (as the second operand: an elementwise result takes the memory layout of its first operand).
 
 
-def _to_chunks(x: Tensor, L: int) -> Tensor:
-    """(B, T, H, N) -> (B, H, C, L, N), zero-padded at the end to C*L tokens."""
+def _chunks(x: Tensor, L: int) -> Tensor:
+    """(B, T, H, N) -> a (C, B, H, L, N) view, zero-padded at the end to C*L tokens (a copy then)."""
     B, T, H, N = x.shape
     pad = (-T) % L
     if pad:
         x = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, pad))
-    return x.view(B, (T + pad) // L, L, H, N).permute(0, 3, 1, 2, 4).contiguous()
+    return x.view(B, (T + pad) // L, L, H, N).permute(1, 0, 3, 2, 4)
 
 
-def _from_chunks(y: Tensor, T: int) -> Tensor:
-    """(B, H, C, L, N) -> (B, T, H, N)."""
-    B, H, C, L, N = y.shape
-    return y.permute(0, 2, 3, 1, 4).reshape(B, C * L, H, N)[:, :T]
+def _unchunk(y: Tensor, T: int) -> Tensor:
+    """(C, B, H, L, N) -> (B, T, H, N)."""
+    C, B, H, L, N = y.shape
+    return y.permute(1, 0, 3, 2, 4).reshape(B, C * L, H, N)[:, :T]
 
 
 def _span_limit(dtype: torch.dtype) -> float:
@@ -109,95 +115,117 @@ def _span_limit(dtype: torch.dtype) -> float:
 def _chunk_len(lw: Tensor, chunk_size: int) -> int:
     """The largest power-of-two chunk length <= chunk_size whose every chunk spans at most the
     limit (RWKV-7 decays are bounded, so this is chunk_size there; strong RWKV-6 decays shrink it)."""
-    T = lw.shape[1]
+    B, T, H, N = lw.shape
     L = 1 << max(0, min(chunk_size, T).bit_length() - 1)
     limit = _span_limit(lw.dtype)
-    lw = lw.detach()
-    if float((-lw).amax()) * L <= limit:  # cheap sufficient test; always true for RWKV-7 at L <= 128
+    span = -lw.detach()
+    if float(span.amax()) * L <= limit:  # cheap sufficient test; always true for RWKV-7 at L <= 128
         return L
-    total = torch.nn.functional.pad((-lw).cumsum(1), (0, 0, 0, 0, 1, 0))  # (B, T+1, H, N)
     while L > 1:
-        ends = torch.arange(0, T + L, L, device=lw.device).clamp(max=T)
-        if (total[:, ends[1:]] - total[:, ends[:-1]]).max() <= limit:
+        padded = torch.nn.functional.pad(span.clamp(max=limit), (0, 0, 0, 0, 0, (-T) % L))
+        if float(padded.view(B, -1, L, H, N).sum(2).amax()) <= limit:
             break
         L //= 2
     return L
 
 
-def _tril(A: Tensor, strict: bool) -> Tensor:
-    """Keep s < t (strict) or s <= t in each of the side-by-side (L, L) blocks of A (..., L, n*L)."""
-    L = A.shape[-2]
-    keep = torch.ones(L, L, dtype=torch.bool, device=A.device).tril(-1 if strict else 0).repeat(1, A.shape[-1] // L)
-    return torch.where(keep, A, torch.zeros((), dtype=A.dtype, device=A.device))
-
-
-def _chain(P: Tensor | None, D: Tensor, Q: Tensor, s0: Tensor) -> tuple[Tensor, Tensor]:
-    """S_{c+1} = (diag(D_c) + P_c) S_c + Q_c over the chunk axis 2 (P None: no low-rank part).
-
-    Returns the state at each chunk start (B, H, C, N, N) and the final state (B, H, N, N).
-    (unbind/stack rather than indexing, so backward does not zero-fill a full tensor per chunk.)"""
-    states = [s0]
-    Ps = P.unbind(2) if P is not None else [None] * Q.shape[2]
-    for p, d, q in zip(Ps, D.unbind(2), Q.unbind(2)):
-        s = states[-1]
-        states.append(d.unsqueeze(-1) * s + q + (p @ s if p is not None else 0))
-    return torch.stack(states[:-1], 2), states[-1]
-
-
-def _prepare(lw: Tensor, chunk_size: int, tensors) -> tuple[int, Tensor, Tensor, Tensor, list[Tensor]]:
-    """Chunk everything: returns L, G (inclusive cumsum of lw), Gx (exclusive), c (the midpoint
-    reference G_L / 2, so that every factor exp(+-(G - c)) stays finite), chunked tensors."""
-    lw = lw.clamp(min=-_span_limit(lw.dtype))  # exp(-120) is 0 in fp32 already: no visible change
+def _decays(lw: Tensor, chunk_size: int) -> tuple[int, Tensor, Tensor, Tensor]:
+    """Chunk lw (B, T, H, N): returns L, G - c (C, B, H, L, N) and lw (a view of that shape) and
+    c (C, B, H, 1, N), with G the inclusive cumsum of lw in each chunk and c = G_L / 2 the midpoint
+    reference that keeps every factor e^{+-(G - c)} finite and normal (e^{G_L - G} = e^{c-G} e^c)."""
     L = _chunk_len(lw, chunk_size)
-    lw = _to_chunks(lw, L)
-    G = lw.cumsum(-2)
-    return L, G, G - lw, G[..., -1:, :] / 2, [_to_chunks(t, L) for t in tensors]
+    limit = _span_limit(lw.dtype)
+    if float(lw.detach().amin()) < -limit:
+        lw = lw.clamp(min=-limit)  # exp(-120) is 0 in fp32 already: no visible change
+    lw = _chunks(lw, L)
+    G = lw.transpose(-1, -2).cumsum(-1)  # (C, B, H, N, L): a CPU cumsum is far faster on the last dim
+    c = G[..., -1:] / 2
+    return L, (G - c).transpose(-1, -2).contiguous(), lw, c.transpose(-1, -2)
 
 
-def wkv7_chunked(r, lw, k, v, a, b, state: Tensor | None = None, chunk_size: int = 64) -> tuple[Tensor, Tensor]:
-    """RWKV-7 WKV, same contract as `wkv7_recurrent`, chunk-parallel.
+def _unit_lower_inverse(A: Tensor) -> Tensor:
+    """(I - A)^-1 for strictly lower-triangular A (..., L, L), L a power of two, in batched matmuls
+    (far faster on CPU than a batched triangular solve of small matrices). Up to 16 by doubling,
+    (I - A)^-1 = (I + A)(I + A^2)(I + A^4)...(I + A^{L/2}) (A^L = 0); above, by halves:
+    [[T11, 0], [T22 A21 T11, T22]] with T11, T22 the inverses of the diagonal halves."""
+    L = A.shape[-1]
+    if L > 16:
+        h = L // 2
+        top, bottom = A.split(h, -2)
+        T11, T22 = _unit_lower_inverse(torch.stack([top[..., :h], bottom[..., h:]])).unbind(0)
+        T21 = T22 @ (bottom[..., :h] @ T11)
+        return torch.cat([torch.cat([T11, torch.zeros_like(T11)], -1), torch.cat([T21, T22], -1)], -2)
+    T = A + torch.eye(L, dtype=A.dtype, device=A.device)
+    P = A
+    for _ in range(L.bit_length() - 2):
+        P = P @ P
+        T = T + P @ T
+    return T
 
-    In a chunk (G inclusive / Gx exclusive cumulative lw, S0 its initial state), with
-    u_t = a_t^T S_{t-1}:  U = M S0 + U0,  M = (I - A_ab)^-1 (a*e^Gx),  U0 = (I - A_ab)^-1 A_ak V,
-    Y = (r*e^G + A_rb M) S0 + A_rb U0 + A_rk V,  S_L = (e^{G_L} + B~^T M) S0 + B~^T U0 + K~^T V,
-    with A_xy[t, s] = sum_i x_t,i y_s,i e^{G(x)_t,i - G_s,i} (s < t for a, s <= t for r) and
-    B~ = b*e^{G_L-G}, K~ = k*e^{G_L-G}."""
+
+def _causal_mask(L: int, dtype: torch.dtype, device) -> Tensor:
+    """(2L, 2L) 0/1 mask of the blocks [[ab, ak], [rb, rk]]: s < t in the top row, s <= t below."""
+    ones = torch.ones(L, L, dtype=dtype, device=device)
+    return torch.cat([ones.tril(-1).repeat(1, 2), ones.tril().repeat(1, 2)], 0)
+
+
+def wkv7_chunked(r, lw, k, v, a, b, state: Tensor | None = None, chunk_size: int = 16) -> tuple[Tensor, Tensor]:
+    """RWKV-7 WKV, same contract as `wkv7_recurrent`, chunk-parallel (a WY-style form).
+
+    Per chunk (G / Gx inclusive / exclusive cumulative lw, S the chunk's initial state), with
+    A_xy[t, s] = sum_i x_t,i y_s,i e^{G(x)_t,i - G_s,i} (s < t for x = a, s <= t for x = r):
+        W = (I - A_ab)^-1 (a*e^Gx),   U = (I - A_ab)^-1 A_ak V      (all chunks at once)
+        V' = U + W S          (V'_t = a_t^T S_{t-1}: the only sequential work, with the next line)
+        S_L = e^{G_L} S + [b*e^{G_L-G}; k*e^{G_L-G}]^T [V'; V]
+        Y = (r*e^G) S + [A_rb, A_rk] [V'; V]     (the first term in the pass, the rest at once)."""
     dt, T, out_dt = _compute_dtype(r), r.shape[1], r.dtype
-    s0 = _zero_state(r, dt) if state is None else state.to(dt)
-    L, G, Gx, c, (r, k, v, a, b) = _prepare(lw.to(dt), chunk_size, [t.to(dt) for t in (r, k, v, a, b)])
-    inv = torch.exp(c - G)
-    A = torch.cat([a * (Gx - c).exp(), r * (G - c).exp()], -2) @ torch.cat([b * inv, k * inv], -2).transpose(-1, -2)
-    top, bottom = A.split(L, -2)  # rows of a, rows of r; columns [b | k]
-    A_ab, A_ak = _tril(top, True).split(L, -1)
-    bottom = _tril(bottom, False)  # [A_rb | A_rk]
-    N = r.shape[-1]
-    eye = torch.eye(L, dtype=dt, device=r.device)
-    rhs = torch.cat([a * Gx.exp(), A_ak @ v], -1)
-    M, U0 = torch.linalg.solve_triangular(eye - A_ab, rhs, upper=False, unitriangular=True).split(N, -1)
-    UV = torch.cat([U0, v], -2)
-    to_end = (G[..., -1:, :] - G).exp()
-    b_end = (b * to_end).transpose(-1, -2)
-    P = b_end @ M  # the chunk's state map is diag(e^{G_L}) + P
-    Q = torch.cat([b_end, (k * to_end).transpose(-1, -2)], -1) @ UV
-    starts, last = _chain(P, G[..., -1, :].exp(), Q, s0)
-    y = (r * G.exp() + bottom[..., :L] @ M) @ starts + bottom @ UV
-    return _from_chunks(y, T).to(out_dt), last
+    s = _zero_state(r, dt) if state is None else state.to(dt)
+    L, Gc, lw, c = _decays(lw.to(dt), chunk_size)
+    r, k, v, a, b = (_chunks(t.to(dt), L) for t in (r, k, v, a, b))
+    Ei = (-Gc).exp()
+    X = torch.cat([(Gc - lw).exp() * a, Gc.exp() * r], -2)  # (C, B, H, 2L, N) rows [a | r] at their decays
+    Y = torch.cat([Ei * b, Ei * k], -2)
+    A = (X @ Y.transpose(-1, -2)) * _causal_mask(L, dt, r.device)  # blocks [[ab, ak], [rb, rk]]
+    top, bottom = A.split(L, -2)  # split, not slicing: its backward fills no zeros
+    A_ab, A_ak = top.split(L, -1)
+    Tinv = _unit_lower_inverse(A_ab)
+    ec = c.exp()
+    Xa, Xr = (X * ec).split(L, -2)  # a*e^Gx, r*e^G
+    v = v.contiguous()
+    W, U = Tinv @ Xa, Tinv @ (A_ak @ v)
+    BKt = (Y * ec).transpose(-1, -2)  # [b*e^{G_L-G}; k*e^{G_L-G}]^T (C, B, H, N, 2L)
+    decay = (ec * ec).transpose(-1, -2)  # e^{G_L} (C, B, H, N, 1)
+    B, H, N = s.shape[:3]
+    s, ys, vvs = s.reshape(B * H, N, N), [], []
+    for w_c, xr_c, u_c, v_c, bkt_c, d_c in zip(*(x.flatten(1, 2) for x in (W, Xr, U, v, BKt, decay))):
+        vv = torch.cat([torch.baddbmm(u_c, w_c, s), v_c], -2)  # [V'; V], V' = U + W S
+        ys.append(torch.bmm(xr_c, s))  # (r*e^G) S
+        s = torch.baddbmm(s * d_c, bkt_c, vv)
+        vvs.append(vv)
+    y = (torch.stack(ys) + bottom.flatten(1, 2) @ torch.stack(vvs)).unflatten(1, (B, H))
+    return _unchunk(y, T).to(out_dt), s.view(B, H, N, N)
 
 
-def wkv6_chunked(r, lw, k, v, u, state: Tensor | None = None, chunk_size: int = 64) -> tuple[Tensor, Tensor]:
+def wkv6_chunked(r, lw, k, v, u, state: Tensor | None = None, chunk_size: int = 16) -> tuple[Tensor, Tensor]:
     """RWKV-6 WKV, same contract as `wkv6_recurrent`, chunk-parallel.
 
-    In a chunk: Y = (r*e^Gx) S0 + A_rk V + diag(r . (u*k)) V with A_rk[t, s] (s < t) =
-    sum_i r_t,i k_s,i e^{Gx_t,i - G_s,i};  S_L = e^{G_L} S0 + (k*e^{G_L-G})^T V."""
+    Per chunk: Y = (r*e^Gx) S + A_rk V + diag(r . (u*k)) V with A_rk[t, s] (s < t) =
+    sum_i r_t,i k_s,i e^{Gx_t,i - G_s,i};  S_L = e^{G_L} S + (k*e^{G_L-G})^T V."""
     dt, T, out_dt = _compute_dtype(r), r.shape[1], r.dtype
-    s0 = _zero_state(r, dt) if state is None else state.to(dt)
-    L, G, Gx, c, (r, k, v) = _prepare(lw.to(dt), chunk_size, [t.to(dt) for t in (r, k, v)])
-    A = _tril((r * (Gx - c).exp()) @ (k * (c - G).exp()).transpose(-1, -2), True)
-    Q = (k * (G[..., -1:, :] - G).exp()).transpose(-1, -2) @ v
-    starts, last = _chain(None, G[..., -1, :].exp(), Q, s0)
-    bonus = (r * k * u.to(dt)[None, :, None, None, :]).sum(-1, keepdim=True) * v
-    y = (r * Gx.exp()) @ starts + A @ v + bonus
-    return _from_chunks(y, T).to(out_dt), last
+    s = _zero_state(r, dt) if state is None else state.to(dt)
+    L, Gc, lw, c = _decays(lw.to(dt), chunk_size)
+    r, k, v = (_chunks(t.to(dt), L) for t in (r, k, v))
+    v = v.contiguous()
+    Xr, Yk, ec = (Gc - lw).exp() * r, (-Gc).exp() * k, c.exp()
+    Xe, Kt, decay = Xr * ec, (Yk * ec).transpose(-1, -2), (ec * ec).transpose(-1, -2)
+    B, H, N = s.shape[:3]
+    s, ys = s.reshape(B * H, N, N), []
+    for xe_c, kt_c, v_c, d_c in zip(*(x.flatten(1, 2) for x in (Xe, Kt, v, decay))):
+        ys.append(torch.bmm(xe_c, s))
+        s = torch.baddbmm(s * d_c, kt_c, v_c)
+    bonus = (r * k * u.to(dt)[:, None, :]).sum(-1, keepdim=True) * v
+    y = torch.stack(ys).unflatten(1, (B, H)) + (Xr @ Yk.transpose(-1, -2)).tril(-1) @ v + bonus
+    return _unchunk(y, T).to(out_dt), s.view(B, H, N, N)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -208,7 +236,7 @@ def _use_fla(x: Tensor, kernel) -> bool:
     return kernel is not None and x.is_cuda
 
 
-def wkv7(r, lw, k, v, a, b, state: Tensor | None = None, chunk_size: int = 64) -> tuple[Tensor, Tensor]:
+def wkv7(r, lw, k, v, a, b, state: Tensor | None = None, chunk_size: int = 16) -> tuple[Tensor, Tensor]:
     """RWKV-7 WKV for the model: fla's DPLR kernel on CUDA when installed, else `wkv7_chunked`."""
     if _use_fla(r, _fla_dplr):
         s0 = None if state is None else state.float()
@@ -217,7 +245,7 @@ def wkv7(r, lw, k, v, a, b, state: Tensor | None = None, chunk_size: int = 64) -
     return wkv7_chunked(r, lw, k, v, a, b, state, chunk_size)
 
 
-def wkv6(r, lw, k, v, u, state: Tensor | None = None, chunk_size: int = 64) -> tuple[Tensor, Tensor]:
+def wkv6(r, lw, k, v, u, state: Tensor | None = None, chunk_size: int = 16) -> tuple[Tensor, Tensor]:
     """RWKV-6 WKV for the model: fla's chunk_rwkv6 on CUDA when installed, else `wkv6_chunked`."""
     if _use_fla(r, _fla_rwkv6):
         s0 = None if state is None else state.float()
