@@ -103,11 +103,21 @@ def test_torch_compile_and_checkpoint(case, variant, p):
     drop = torch.nn.Dropout(p) if p else None
     eager = _run(fn, x, w, b, blk, drop, seed=3)
     # one graph without dropout; with dropout the RNG-state capture is a graph break (documented)
-    compiled = _run(torch.compile(fn, backend="aot_eager", fullgraph=drop is None), x, w, b, blk, drop, seed=3)
+    compiled = _run(torch.compile(fn, backend="aot_eager", fullgraph=drop is None, dynamic=True), x, w, b, blk, drop, seed=3)
     ckpt = _run(lambda *a: torch.utils.checkpoint.checkpoint(fn, *a, use_reentrant=False), x, w, b, blk, drop, seed=3)
     for e, c, k in zip(eager, compiled, ckpt):
         torch.testing.assert_close(c, e)
         torch.testing.assert_close(k, e)
+
+
+def test_forward_fns_pickle(case):
+    """The callables a BoneLinear stores survive pickling (whole-model torch.save, multiprocessing)."""
+    import pickle
+
+    for variant in ("col", "row", "shard", "mini"):
+        x, w, b, blk = case(variant, 8, 8, 4, mini_r=MINI_R[variant] and 2, dtype=torch.float32)
+        fn = pickle.loads(pickle.dumps(kernels.forward_fn(variant, 4)))
+        torch.testing.assert_close(fn(x, w, b, blk, None), kernels.forward_fn(variant, 4)(x, w, b, blk, None))
 
 
 def test_bad_inputs_fail_clearly(case):

@@ -11,6 +11,7 @@ same output dtype and the same gradients wrt x and block (W and bias are frozen)
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from torch import Tensor, nn
@@ -20,7 +21,7 @@ from . import triton_col
 from .blockwise import ColFn, RowFn
 from .shard import ShardFn, dropout_p
 
-__all__ = ["forward_fn", "ColFn", "RowFn", "ShardFn"]
+__all__ = ["forward_fn", "ColFn", "RowFn", "ShardFn", "ColForward", "RowForward", "ShardForward"]
 
 
 def _check_frozen(w: Tensor, bias: Tensor | None) -> None:
@@ -31,33 +32,42 @@ def _check_frozen(w: Tensor, bias: Tensor | None) -> None:
         )
 
 
-def _col(chunk_size: int):
-    def forward(x: Tensor, w: Tensor, bias: Tensor | None, block: Tensor, dropout: nn.Module | None = None) -> Tensor:
-        """col: x `(..., in)`, w `(out, in)`, block `(out/r, r, r)` -> `(..., out)` in block dtype."""
+@dataclass(frozen=True)
+class ColForward:
+    """col: x `(..., in)`, w `(out, in)`, block `(out/r, r, r)` -> `(..., out)` in block dtype."""
+
+    chunk_size: int  # output rows of W' materialised at once (torch path)
+
+    def __call__(self, x: Tensor, w: Tensor, bias: Tensor | None, block: Tensor, dropout: nn.Module | None = None) -> Tensor:
         _check_frozen(w, bias)
         if triton_col.usable(x, w, block):
             return triton_col.TritonColFn.apply(x, w, bias, block)
-        return ColFn.apply(x, w, bias, block, chunk_size)
-    return forward
+        return ColFn.apply(x, w, bias, block, self.chunk_size)
 
 
-def _row(chunk_size: int):
-    def forward(x: Tensor, w: Tensor, bias: Tensor | None, block: Tensor, dropout: nn.Module | None = None) -> Tensor:
-        """row: x `(..., in)`, w `(out, in)`, block `(in/r, r, r)` -> `(..., out)` in block dtype."""
+@dataclass(frozen=True)
+class RowForward:
+    """row: x `(..., in)`, w `(out, in)`, block `(in/r, r, r)` -> `(..., out)` in block dtype."""
+
+    chunk_size: int  # output rows of a dtype-cast W materialised at once
+
+    def __call__(self, x: Tensor, w: Tensor, bias: Tensor | None, block: Tensor, dropout: nn.Module | None = None) -> Tensor:
         _check_frozen(w, bias)
-        return RowFn.apply(x, w, bias, block, chunk_size)
-    return forward
+        return RowFn.apply(x, w, bias, block, self.chunk_size)
 
 
-def _shard(chunk_size: int):
-    def forward(x: Tensor, w: Tensor, bias: Tensor | None, block: Tensor, dropout: nn.Module | None = None) -> Tensor:
-        """shard `(r, out)` / mini `(r, mini_r)` block: x `(..., in)` -> `(..., out)`."""
+@dataclass(frozen=True)
+class ShardForward:
+    """shard `(r, out)` / mini `(r, mini_r)` block: x `(..., in)` -> `(..., out)`."""
+
+    chunk_size: int  # output rows of the folded W + dW materialised at once
+
+    def __call__(self, x: Tensor, w: Tensor, bias: Tensor | None, block: Tensor, dropout: nn.Module | None = None) -> Tensor:
         _check_frozen(w, bias)
-        return ShardFn.apply(x, w, bias, block, dropout_p(dropout), chunk_size)
-    return forward
+        return ShardFn.apply(x, w, bias, block, dropout_p(dropout), self.chunk_size)
 
 
-_FACTORY = {"col": _col, "row": _row, "shard": _shard, "mini": _shard}
+_FORWARD = {"col": ColForward, "row": RowForward, "shard": ShardForward, "mini": ShardForward}
 
 
 def forward_fn(variant: str, chunk_size: int) -> Callable:
@@ -66,4 +76,4 @@ def forward_fn(variant: str, chunk_size: int) -> Callable:
     variants.get(variant)  # raises a clear error for an unknown name
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    return _FACTORY[variant](chunk_size)
+    return _FORWARD[variant](chunk_size)

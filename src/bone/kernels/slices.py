@@ -12,7 +12,7 @@ from torch import Tensor
 def slice_sum(x2: Tensor, r: int, dt: torch.dtype) -> Tensor:
     """x2 `(T, in)` -> s `(T, r)` in dtype dt: s = sum_j x_j, the last slice zero-padded."""
     t, in_ = x2.shape
-    k, rem = divmod(in_, r)
+    k, rem = in_ // r, in_ % r
     s = x2[:, :k * r].reshape(t, k, r).sum(1, dtype=dt)
     if rem:
         s[:, :rem] += x2[:, k * r:].to(dt)
@@ -23,7 +23,7 @@ def add_tiled_(dx: Tensor, ds: Tensor) -> Tensor:
     """dx `(T, in)` += ds `(T, r)` tiled along in (last tile cut); in place, returns dx."""
     t, in_ = dx.shape
     r = ds.shape[1]
-    k, rem = divmod(in_, r)
+    k, rem = in_ // r, in_ % r
     dx[:, :k * r].view(t, k, r).add_(ds[:, None, :].to(dx.dtype))
     if rem:
         dx[:, k * r:].add_(ds[:, :rem].to(dx.dtype))
@@ -34,7 +34,7 @@ def mul_tiled_(dx: Tensor, ds: Tensor) -> Tensor:
     """dx `(T, in)` *= ds `(T, r)` tiled along in (last tile cut); in place, returns dx."""
     t, in_ = dx.shape
     r = ds.shape[1]
-    k, rem = divmod(in_, r)
+    k, rem = in_ // r, in_ % r
     dx[:, :k * r].view(t, k, r).mul_(ds[:, None, :].to(dx.dtype))
     if rem:
         dx[:, k * r:].mul_(ds[:, :rem].to(dx.dtype))
