@@ -26,7 +26,7 @@ class BoneConfig:
     dropout: float = 0.0  # shard/mini only: dropout on the adapter's input path (PEFT miss_dropout)
     dtype: str | None = "float32"  # adapter parameter and compute dtype; None = each base weight's dtype
     fused: bool = True  # Flash-Bone autograd functions (frugal memory); False = plain autograd reference
-    chunk_size: int = 4096  # col/row fused path: output rows processed per chunk (caps temporaries)
+    chunk_size: int = 4096  # fused path: output rows of any weight-sized temporary (col W', a dtype-cast W, shard W + dW)
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
