@@ -77,7 +77,7 @@ def gsm8k_eval(model, tokenizer, records, *, template: str = "alpaca", batch_siz
             for row, i in zip(out[:, ids.shape[1]:].tolist(), idx):
                 if eos in row:
                     row = row[:row.index(eos)]
-                outputs[i] = tokenizer.decode(row, skip_special_tokens=True)
+                outputs[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
     finally:
         model.train(was_training)
     predictions = []
