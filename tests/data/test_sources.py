@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -126,3 +127,12 @@ def test_hub_name_offline_fails_at_once_naming_the_local_alternative(monkeypatch
 def test_bad_limit():
     with pytest.raises(ValueError, match="positive"):
         load_records("bundled:arith", limit=0)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_permission_denied_says_how_to_fix(tmp_path):
+    p = tmp_path / "locked.jsonl"
+    p.write_text(json.dumps(ROWS[0]) + "\n")
+    p.chmod(0)
+    with pytest.raises(PermissionError, match="locked.jsonl cannot be read.*chmod"):
+        load_records(str(p))

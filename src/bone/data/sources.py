@@ -6,6 +6,7 @@ and say how to fix it; nothing is written anywhere.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def _read_json(path: Path) -> list[dict]:
 
 def _read_csv(path: Path) -> list[dict]:
     text = _read_text(path)
-    reader = csv.DictReader(text.splitlines())
+    reader = csv.DictReader(io.StringIO(text, newline=""))  # keeps newlines inside quoted fields
     if not reader.fieldnames:
         raise DataError(f"{path} has no header row: the first line must name the columns, e.g. question,answer")
     rows = []
