@@ -80,3 +80,12 @@ def test_chat_needs_a_chat_template(tokenizer):
     plain.chat_template = None
     with pytest.raises(ValueError, match="has none"):
         render_prompt(Example("a", "b"), plain, "chat")
+
+
+def test_records_must_be_dicts():
+    with pytest.raises(DataError, match="record 0 is a str"):
+        to_examples(["just text"])
+    with pytest.raises(DataError, match="record 1 is a list"):
+        to_examples([{"question": "a", "answer": "b"}, ["a", "b"]])
+    with pytest.raises(DataError, match="no records"):
+        to_examples([])

@@ -60,6 +60,8 @@ def _messages(row: dict, field: str, i: int) -> list[dict]:
 
 
 def _detect(row: dict) -> tuple[str | None, str | None, str | None]:
+    if not isinstance(row, dict):
+        raise DataError(f"record 0 is a {type(row).__name__}, not a dict of fields")
     if "messages" in row:
         return None, None, "messages"
     for p, r in FIELD_PAIRS:
