@@ -1,0 +1,160 @@
+"""Finding target layers and swapping them for BoneLinear (`apply`), and back (`unload`).
+
+Target forms (as PEFT): a list of names matches a module whose name equals an entry or ends with
+"." + entry; a string is a regex that must match the whole module name; "all-linear" is every
+Linear/Conv1D except output heads; None is the default for the model's architecture.
+`apply` validates everything before it touches the model, so an error leaves it unchanged.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Iterator
+
+from torch import nn
+
+from . import variants
+from .config import BoneConfig
+from .layer import BoneLinear, is_linear_like, linear_shape
+
+_LLAMA_LIKE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+DEFAULT_TARGETS: dict[str, list[str]] = {
+    **{t: _LLAMA_LIKE for t in ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text")},
+    "gpt2": ["c_attn", "c_proj", "c_fc"],
+    "rwkv6": ["receptance", "key", "value", "output"],
+    "rwkv7": ["receptance", "key", "value", "output"],
+}
+_HEAD_NAMES = ("lm_head", "head", "embed_out", "output_layer")
+
+
+def bone_layers(model: nn.Module) -> Iterator[tuple[str, BoneLinear]]:
+    """(name, layer) for every Bone-adapted layer, in module order."""
+    for name, module in model.named_modules():
+        if isinstance(module, BoneLinear):
+            yield name, module
+
+
+def _model_type(model: nn.Module) -> str | None:
+    return getattr(getattr(model, "config", None), "model_type", None)
+
+
+def _matches(name: str, spec: list[str] | str) -> bool:
+    if isinstance(spec, str):
+        return re.fullmatch(spec, name) is not None
+    return any(name == key or name.endswith("." + key) for key in spec)
+
+
+def _is_head(model: nn.Module, name: str, module: nn.Module) -> bool:
+    get_out = getattr(model, "get_output_embeddings", None)
+    out_emb = get_out() if callable(get_out) else None
+    return module is out_emb or name.split(".")[-1] in _HEAD_NAMES
+
+
+def _linear_names(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if is_linear_like(m)]
+
+
+def _summarise(names: list[str], limit: int = 12) -> str:
+    """Unique last components, so a 30-layer model lists 7 names rather than 210."""
+    leaves = sorted({n.split(".")[-1] for n in names})
+    text = ", ".join(leaves[:limit]) + (" ..." if len(leaves) > limit else "")
+    return f"{text} ({len(names)} linear modules, e.g. {names[0] if names else 'none'})"
+
+
+def resolve_targets(model: nn.Module, cfg: BoneConfig) -> list[str]:
+    """Names of the modules `cfg` adapts. Raises ValueError with the available linear names."""
+    spec = cfg.target_modules
+    if spec is None:
+        mtype = _model_type(model)
+        if mtype not in DEFAULT_TARGETS:
+            raise ValueError(
+                f"no default target_modules for model type {mtype!r}; pass target_modules=[...] or 'all-linear'. "
+                f"Available: {_summarise(_linear_names(model))}"
+            )
+        spec = DEFAULT_TARGETS[mtype]
+    names, not_linear = [], []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        if spec == "all-linear":
+            hit = is_linear_like(module) and not _is_head(model, name, module)
+        else:
+            hit = _matches(name, spec)
+        if not hit or (cfg.exclude_modules is not None and _matches(name, cfg.exclude_modules)):
+            continue
+        if isinstance(module, BoneLinear):
+            raise ValueError(f"{name} already has a Bone adapter; call bone.unload(model) before applying again")
+        (names if is_linear_like(module) else not_linear).append(name)
+    if not_linear:
+        raise ValueError(
+            f"target_modules={spec!r} matches non-linear module(s) {not_linear[:5]}; Bone adapts Linear/Conv1D "
+            f"layers only. Available: {_summarise(_linear_names(model))}"
+        )
+    if not names:
+        raise ValueError(f"target_modules={spec!r} matches no module. Available: {_summarise(_linear_names(model))}")
+    return names
+
+
+def _nearest(value: int, ok) -> int:
+    """The integer closest to `value` (>= 1) for which ok(n) holds; ties go to the smaller."""
+    for d in range(0, value + 1):
+        for cand in (value - d, value + d):
+            if cand >= 1 and ok(cand):
+                return cand
+    return 1
+
+
+def check_shapes(model: nn.Module, names: list[str], cfg: BoneConfig) -> None:
+    """One ValueError listing every target the variant cannot adapt, with a value that works."""
+    variant = variants.get(cfg.variant)
+    modules = dict(model.named_modules())
+    problems = []
+    for name in names:
+        out, in_ = linear_shape(modules[name])
+        why = variant.check(out, in_, cfg.r, cfg.mini_r)
+        if why is None:
+            continue
+        if cfg.variant == "mini" and out % cfg.mini_r:
+            hint = f"nearest mini_r that works: {_nearest(cfg.mini_r, lambda n: out % n == 0)}"
+        elif cfg.variant in ("col", "row"):
+            g = math.gcd(out, in_)
+            hint = f"nearest r that works: {_nearest(cfg.r, lambda n: g % n == 0)}"
+        else:
+            hint = f"nearest r that works: {in_}"
+        problems.append(f"  {name} (out={out}, in={in_}): {why}; {hint}")
+    if problems:
+        raise ValueError(
+            f"variant {cfg.variant!r} with r={cfg.r} cannot adapt {len(problems)} layer(s):\n" + "\n".join(problems)
+            + "\nChange r (or mini_r), or leave these layers out with exclude_modules."
+        )
+
+
+def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def apply(model: nn.Module, cfg: BoneConfig) -> nn.Module:
+    """Inject Bone adapters in place; every non-adapter parameter is frozen. Returns `model`."""
+    names = resolve_targets(model, cfg)
+    check_shapes(model, names, cfg)
+    model.requires_grad_(False)
+    for name in names:
+        _set_module(model, name, BoneLinear(model.get_submodule(name), cfg))
+    model.bone_config = cfg
+    return model
+
+
+def unload(model: nn.Module) -> nn.Module:
+    """Replace every BoneLinear with its plain layer, keeping the current (merged or base) weights."""
+    for name, layer in list(bone_layers(model)):
+        _set_module(model, name, layer.to_base())
+    if hasattr(model, "bone_config"):
+        del model.bone_config
+    return model
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The adapter blocks (what an optimizer should update)."""
+    return [layer.bone_block for _, layer in bone_layers(model)]

@@ -1,0 +1,222 @@
+"""Adapter directories: PEFT's layout, read and written.
+
+A directory holds
+  adapter_config.json        PEFT's config: "peft_type": "MISS", "r", "mini_r", "init_weights"
+                             (true = shard, "bat" = col, "mini"), "target_modules" (exact names)
+  adapter_model.safetensors  "base_model.model.<module>.miss_block" -> block tensor
+  bone_config.json           this project's BoneConfig plus which modules are Conv1D (PEFT ignores it)
+PEFT has no row variant: row directories say "peft_type": "BONE_ROW", which PEFT refuses
+(KeyError 'BONE_ROW') instead of misreading the blocks. Legacy PEFT Bone directories
+("peft_type": "BONE", ".bone_block" keys) are read too. Every file is written to a temporary
+name and renamed, and `load` validates everything before it changes the model.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from . import variants
+from .config import BoneConfig
+from .inject import apply, bone_layers, check_shapes
+from .layer import is_linear_like, linear_shape
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+BONE_FILE = "bone_config.json"
+_PREFIX = "base_model.model."
+_PEFT_INIT = {"shard": True, "col": "bat", "mini": "mini", "row": "row"}
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path) on a temporary file beside `path`, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _write_json(path: Path, data: dict) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+
+    _atomic_write(path, write)
+
+
+def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """{module name: adapter block} for every Bone layer."""
+    return {name: layer.bone_block.detach() for name, layer in bone_layers(model)}
+
+
+def peft_config_dict(cfg: BoneConfig, names: list[str], model: nn.Module | None = None) -> dict:
+    """The adapter_config.json PEFT expects for `cfg` adapting the modules `names`."""
+    mcfg = getattr(model, "config", None)
+    causal = type(model).__name__.endswith("ForCausalLM") if model is not None else False
+    return {
+        "peft_type": "BONE_ROW" if cfg.variant == "row" else "MISS",
+        "r": cfg.r,
+        "mini_r": cfg.mini_r or 1,
+        "init_weights": _PEFT_INIT[cfg.variant],
+        "miss_dropout": cfg.dropout,
+        "target_modules": sorted(names),
+        "exclude_modules": None,
+        "bias": "none",
+        "modules_to_save": None,
+        "layers_pattern": None,
+        "layers_to_transform": None,
+        "inference_mode": True,
+        "revision": None,
+        "task_type": "CAUSAL_LM" if causal else None,
+        "base_model_name_or_path": getattr(mcfg, "_name_or_path", None) or None,
+    }
+
+
+def save(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Write the model's adapter (only the blocks) as a PEFT-layout directory; returns the path."""
+    layers = list(bone_layers(model))
+    if not layers:
+        raise ValueError("the model has no Bone adapters to save: call bone.apply or bone.load first")
+    cfg: BoneConfig = model.bone_config
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} exists and is not a directory")
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {f"{_PREFIX}{n}.miss_block": layer.bone_block.detach().contiguous().cpu() for n, layer in layers}
+    _atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    _write_json(path / CONFIG_FILE, peft_config_dict(cfg, [n for n, _ in layers], model))
+    bone_meta = {"config": cfg.to_dict(), "transposed": sorted(n for n, layer in layers if layer.transposed)}
+    _write_json(path / BONE_FILE, bone_meta)
+    return path
+
+
+def _config_from_peft(data: dict, file: Path) -> BoneConfig:
+    ptype = data.get("peft_type")
+    init = data.get("init_weights", True)
+    if ptype == "BONE_ROW":
+        variant = "row"
+    elif ptype in ("MISS", "BONE"):
+        variant = {"bat": "col", "mini": "mini"}.get(init) if isinstance(init, str) else "shard"
+        if variant is None or (ptype == "BONE" and variant == "mini"):
+            raise ValueError(f"{file}: unsupported init_weights={init!r} for peft_type {ptype}")
+    else:
+        raise ValueError(f"{file}: peft_type {ptype!r} is not a Bone/MiSS adapter (expected MISS, BONE or BONE_ROW)")
+    if "r" not in data:
+        raise ValueError(f"{file}: missing field 'r'")
+    return BoneConfig(
+        r=int(data["r"]),
+        variant=variant,
+        mini_r=int(data.get("mini_r") or 1) if variant == "mini" else None,
+        target_modules=data.get("target_modules"),
+        exclude_modules=data.get("exclude_modules"),
+        dropout=float(data.get("miss_dropout", data.get("bone_dropout", 0.0)) or 0.0),
+    )
+
+
+def _read_json(file: Path) -> dict:
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{file} is not valid JSON ({err}); the file is corrupt or truncated") from None
+
+
+def read_adapter(path: str | os.PathLike) -> tuple[BoneConfig, dict[str, Tensor], set[str]]:
+    """(config, {module name: block}, Conv1D module names) from a bone, PEFT MiSS or PEFT Bone dir.
+
+    Raises with the file, the tensor and both shapes when the files disagree."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"adapter directory {path} does not exist")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (path / name).is_file():
+            present = sorted(p.name for p in path.iterdir())
+            raise FileNotFoundError(f"{path / name} is missing (the directory holds {present}); not an adapter directory")
+    peft = _read_json(path / CONFIG_FILE)
+    transposed: set[str] = set()
+    if (path / BONE_FILE).is_file():
+        meta = _read_json(path / BONE_FILE)
+        cfg = BoneConfig.from_dict(meta["config"])
+        transposed = set(meta.get("transposed", []))
+    else:
+        cfg = _config_from_peft(peft, path / CONFIG_FILE)
+    try:
+        raw = load_file(path / WEIGHTS_FILE)
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path / WEIGHTS_FILE} is corrupt or truncated ({err})") from None
+    blocks = {}
+    for key, tensor in raw.items():
+        stem = key[len(_PREFIX):] if key.startswith(_PREFIX) else key
+        for suffix in (".miss_block", ".bone_block", ".miss_block.default", ".bone_block.default"):
+            if stem.endswith(suffix):
+                blocks[stem[: -len(suffix)]] = tensor
+                break
+        else:
+            raise ValueError(f"{path / WEIGHTS_FILE}: unexpected tensor {key!r} (expected '<module>.miss_block')")
+    if not blocks:
+        raise ValueError(f"{path / WEIGHTS_FILE} holds no adapter tensors")
+    _check_block_ranks(cfg, blocks, path / WEIGHTS_FILE)
+    return cfg, blocks, transposed
+
+
+def _check_block_ranks(cfg: BoneConfig, blocks: dict[str, Tensor], file: Path) -> None:
+    """Shape facts that hold whatever the base model: the config must agree with every tensor."""
+    for name, t in blocks.items():
+        if cfg.variant in ("col", "row"):
+            ok = t.dim() == 3 and t.shape[1] == t.shape[2] == cfg.r
+            want = f"(n, {cfg.r}, {cfg.r})"
+        elif cfg.variant == "mini":
+            ok = t.dim() == 2 and tuple(t.shape) == (cfg.r, cfg.mini_r)
+            want = f"({cfg.r}, {cfg.mini_r})"
+        else:
+            ok = t.dim() == 2 and t.shape[0] == cfg.r
+            want = f"({cfg.r}, out)"
+        if not ok:
+            raise ValueError(
+                f"{file}: tensor for {name} has shape {tuple(t.shape)}, but the config (variant {cfg.variant!r}, "
+                f"r={cfg.r}) needs {want}: config and weights disagree"
+            )
+
+
+def load(model: nn.Module, path: str | os.PathLike, **overrides) -> nn.Module:
+    """Inject the adapter stored at `path` into `model` and load its blocks. Nothing changes on error.
+
+    overrides: BoneConfig fields that do not change the math (fused, chunk_size, dtype, dropout)."""
+    cfg, blocks, _ = read_adapter(path)
+    fixed = {"r", "variant", "mini_r", "target_modules", "exclude_modules"} & set(overrides)
+    if fixed:
+        raise ValueError(f"{sorted(fixed)} are fixed by the adapter file and cannot be overridden")
+    cfg = BoneConfig.from_dict({**cfg.to_dict(), **overrides})
+    file = Path(path) / WEIGHTS_FILE
+    modules = dict(model.named_modules())
+    variant = variants.get(cfg.variant)
+    for name, block in blocks.items():
+        module = modules.get(name)
+        if module is None or not is_linear_like(module):
+            linear = [n for n, m in modules.items() if is_linear_like(m)][:5]
+            raise ValueError(f"{file}: module {name!r} is not a linear layer of this model (e.g. {linear})")
+        out, in_ = linear_shape(module)
+        expected = variant.block_shape(out, in_, cfg.r, cfg.mini_r)
+        if tuple(block.shape) != tuple(expected):
+            raise ValueError(
+                f"{file}: tensor for {name} has shape {tuple(block.shape)}, but the model's layer (out={out}, "
+                f"in={in_}) needs {tuple(expected)}: the adapter was made for a different base model"
+            )
+    check_shapes(model, list(blocks), cfg)
+    exact = BoneConfig.from_dict({**cfg.to_dict(), "target_modules": sorted(blocks), "exclude_modules": None})
+    apply(model, exact)
+    model.bone_config = cfg
+    with torch.no_grad():
+        for name, layer in bone_layers(model):
+            layer.bone_block.copy_(blocks[name])
+    return model

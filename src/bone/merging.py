@@ -1,0 +1,111 @@
+"""Merging adapters into weights: in place on a model, or as a pure function on a state dict.
+
+All arithmetic is fp32 (fp64 for col/row inverses) with one cast back to the weight's dtype.
+`merge(model, safe=True)` computes and checks every merged weight before writing any, so a broken
+adapter (NaN/inf) leaves the model exactly as it was. `unmerge` checks that every col/row block's
+`I + B` is invertible before it writes anything.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterable, Iterator, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from . import variants
+from .config import BoneConfig
+from .inject import bone_layers
+
+
+def _require_layers(model: nn.Module) -> list:
+    layers = list(bone_layers(model))
+    if not layers:
+        raise ValueError("the model has no Bone adapters: call bone.apply(model, cfg) or bone.load(model, dir) first")
+    return layers
+
+
+def merge(model: nn.Module, safe: bool = False) -> nn.Module:
+    """Fold every adapter into its base weight (in place). Layers already merged are skipped."""
+    layers = [(n, layer) for n, layer in _require_layers(model) if not layer.merged]
+    if safe:
+        for name, layer in layers:
+            if not torch.isfinite(layer.merged_weight()).all():
+                raise ValueError(f"merging {name} gives non-finite weights: the adapter is broken; nothing was changed")
+    for _, layer in layers:
+        layer.write_weight(layer.merged_weight())
+        layer.merged = True
+    return model
+
+
+def unmerge(model: nn.Module) -> nn.Module:
+    """Restore the base weights of merged layers (in place). Raises before writing if any col/row
+    block's I + B is singular or ill-conditioned."""
+    layers = [(n, layer) for n, layer in _require_layers(model) if layer.merged]
+    for name, layer in layers:
+        if layer.variant.name in ("col", "row"):
+            try:
+                variants.inverse_blocks(layer.bone_block)
+            except ValueError as err:
+                raise ValueError(f"cannot unmerge {name}: {err}") from None
+    for _, layer in layers:
+        layer.write_weight(layer.unmerged_weight())
+        layer.merged = False
+    return model
+
+
+@contextmanager
+def disabled(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block every Bone layer behaves as its base layer."""
+    layers = _require_layers(model)
+    merged = [n for n, layer in layers if layer.merged]
+    if merged:
+        raise RuntimeError(f"adapters are merged into the weights ({merged[0]}, ...); call bone.unmerge(model) first")
+    for _, layer in layers:
+        layer.disabled = True
+    try:
+        yield model
+    finally:
+        for _, layer in layers:
+            layer.disabled = False
+
+
+def merge_weight(weight: Tensor, block: Tensor, variant: str, transposed: bool = False) -> Tensor:
+    """W' for one weight: `(out, in)` (or `(in, out)` when transposed), same dtype as `weight`."""
+    dt = torch.promote_types(weight.dtype, torch.float32)
+    w = weight.to(dt)
+    w = w.t() if transposed else w
+    new = variants.get(variant).merged(w, block.to(dt))
+    return (new.t() if transposed else new).contiguous().to(weight.dtype)
+
+
+def merge_state_dict(
+    state_dict: Mapping[str, Tensor],
+    cfg: BoneConfig,
+    blocks: Mapping[str, Tensor],
+    transposed: Iterable[str] = (),
+) -> dict[str, Tensor]:
+    """A new state dict with each `<module>.weight` in `blocks` merged; other entries are shared.
+
+    `blocks` maps module names to adapter blocks (as `bone.read_adapter` returns); `transposed` names
+    Conv1D modules whose weight is stored `(in, out)`. Pure: the input is not modified."""
+    transposed = set(transposed)
+    variant = variants.get(cfg.variant)
+    out = dict(state_dict)
+    for name, block in blocks.items():
+        key = f"{name}.weight"
+        if key not in state_dict:
+            raise KeyError(f"adapter module {name!r} has no weight {key!r} in the state dict")
+        w = state_dict[key]
+        o, i = (w.shape[1], w.shape[0]) if name in transposed else tuple(w.shape)
+        why = variant.check(o, i, cfg.r, cfg.mini_r)
+        if why is not None:
+            raise ValueError(f"cannot merge into {key} {tuple(w.shape)}: variant {cfg.variant!r} {why}")
+        expected = variant.block_shape(o, i, cfg.r, cfg.mini_r)
+        if tuple(block.shape) != tuple(expected):
+            raise ValueError(
+                f"adapter block for {name} has shape {tuple(block.shape)} but weight {key} {tuple(w.shape)} "
+                f"needs {tuple(expected)} for variant {cfg.variant!r}, r={cfg.r}"
+            )
+        out[key] = merge_weight(w, block, cfg.variant, name in transposed)
+    return out

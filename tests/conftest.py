@@ -1,0 +1,87 @@
+"""Shared fixtures: tiny models built from configs (seconds, no downloads)."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+
+class TinyMLP(nn.Module):
+    """Two linear layers of a chosen kind: torch Linear or transformers Conv1D (GPT-2 layout)."""
+
+    def __init__(self, kind: str = "linear", d_in: int = 32, d_hidden: int = 48, d_out: int = 32, bias: bool = True):
+        super().__init__()
+        if kind == "linear":
+            self.fc1 = nn.Linear(d_in, d_hidden, bias=bias)
+            self.fc2 = nn.Linear(d_hidden, d_out, bias=bias)
+        else:
+            from transformers.pytorch_utils import Conv1D
+
+            self.fc1 = Conv1D(d_hidden, d_in)
+            self.fc2 = Conv1D(d_out, d_hidden)
+            for m in (self.fc1, self.fc2):
+                nn.init.normal_(m.weight, std=0.2)
+                nn.init.normal_(m.bias, std=0.1)
+        self.act = nn.GELU()
+        self.config = None
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def tiny_llama_config(**kw):
+    from transformers import LlamaConfig
+
+    base = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    base.update(kw)
+    return LlamaConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def llama_state():
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_llama_config())
+    return copy.deepcopy(model.state_dict())
+
+
+@pytest.fixture
+def make_llama(llama_state):
+    """A fresh tiny Llama with the same weights every call."""
+    from transformers import LlamaForCausalLM
+
+    def make(dtype=torch.float32):
+        model = LlamaForCausalLM(tiny_llama_config())
+        model.load_state_dict(llama_state)
+        return model.to(dtype).eval()
+
+    return make
+
+
+@pytest.fixture
+def make_mlp():
+    def make(kind="linear", dtype=torch.float32, **kw):
+        torch.manual_seed(1)
+        return TinyMLP(kind, **kw).to(dtype).eval()
+
+    return make
+
+
+def _randomize(model, std=0.05, seed=0):
+    import bone
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, layer in bone.bone_layers(model):
+            layer.bone_block.copy_(torch.randn(layer.bone_block.shape, generator=g) * std)
+    return model
+
+
+@pytest.fixture
+def randomize():
+    """randomize(model, std, seed): random adapter blocks (a trained adapter stand-in)."""
+    return _randomize
