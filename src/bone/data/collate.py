@@ -1,0 +1,22 @@
+"""Batch TokenizedDataset rows: right padding, attention mask, -100 labels on padding."""
+from __future__ import annotations
+
+import torch
+
+from .tokenize import IGNORE
+
+
+def collate(batch: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """[{"input_ids": (T_i,), "labels": (T_i,)}] -> {"input_ids", "attention_mask", "labels"}, each (B, max T_i)."""
+    if pad_token_id is None:
+        raise ValueError("pad_token_id is None: set tokenizer.pad_token (e.g. to the eos token)")
+    width = max(len(b["input_ids"]) for b in batch)
+    ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, b in enumerate(batch):
+        n = len(b["input_ids"])
+        ids[i, :n] = b["input_ids"]
+        labels[i, :n] = b["labels"]
+        mask[i, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
