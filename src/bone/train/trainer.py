@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .. import apply, save, trainable_parameters
+from .. import apply, disabled, merge, save, trainable_parameters
 from ..config import DTYPES
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -56,6 +56,16 @@ def enable_gradient_checkpointing(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
+def _forget_single_process_state(precision: str) -> None:
+    """Accelerate keeps one global state per process; a second run in the same (single, not
+    launched) process with another precision would be refused, so start that state afresh."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    state = AcceleratorState._shared_state
+    if state and PartialState().num_processes == 1 and str(state.get("_mixed_precision")) != precision:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def _count(m: dict) -> str:
     return f" ({m['correct']}/{m['n']})" if "correct" in m else ""
 
@@ -79,7 +89,9 @@ class Trainer:
         from ..models import load_model, load_tokenizer
 
         cfg = self.cfg
-        self.acc = acc = Accelerator(mixed_precision="bf16" if cfg.schedule.precision == "bf16" else "no")
+        precision = "bf16" if cfg.schedule.precision == "bf16" else "no"
+        _forget_single_process_state(precision)
+        self.acc = acc = Accelerator(mixed_precision=precision)
         self.is_main = acc.is_main_process
         self.resume_from = self._resolve_resume()  # checks the output folder before any heavy work
         acc.wait_for_everyone()  # every process has looked before the main one writes there
@@ -318,16 +330,21 @@ class Trainer:
 
     # ---------------------------------------------------------------- evaluate
     def evaluate(self, tag: str) -> dict | None:
-        """Evaluate the current model (adapter included) on data.eval; main process; results in eval/<tag>/."""
+        """Evaluate on data.eval before (step 0) or after training; main process; results in eval/<tag>/."""
         if self.eval_records is None:
             return None
+        if 0 < self.step < self.total_steps:
+            raise RuntimeError("evaluate() runs before training starts or after it ends")
         metrics = None
         if self.is_main:
             from ..eval import gsm8k_eval, loss_eval, write_results
 
             model, e = self.acc.unwrap_model(self.model), self.cfg.eval
             model.eval()
-            with torch.no_grad():
+            if self.step >= self.total_steps:
+                merge(model)  # training is over (adapter saved): fold it in, so generation runs at base-model speed
+            # before training the adapter is zero, so the base model gives the same outputs without its weight rebuild
+            with torch.no_grad(), disabled(model) if self.step == 0 else nullcontext():
                 if e.metric == "accuracy":
                     metrics, preds = gsm8k_eval(model, self.tokenizer, self.eval_records, template=self.cfg.data.template,
                                                 batch_size=e.batch_size, max_new_tokens=e.max_new_tokens)
