@@ -40,6 +40,12 @@ def tiny_llama_config(**kw):
     return LlamaConfig(**base)
 
 
+@pytest.fixture
+def llama_config():
+    """llama_config(**overrides) -> a tiny LlamaConfig."""
+    return tiny_llama_config
+
+
 @pytest.fixture(scope="session")
 def llama_state():
     from transformers import LlamaForCausalLM

@@ -1,0 +1,114 @@
+"""What the benchmark measures: step time, bytes kept for backward, peak RSS.
+
+  step time      one training step (zero_grad, forward, causal-LM loss, backward, AdamW), wall
+                 clock (perf_counter) and process CPU time (process_time, steadier when other
+                 programs share the cores); methods interleaved round-robin in one process.
+  kept bytes     every tensor autograd saves during one forward, recorded by
+                 `torch.autograd.graph.saved_tensors_hooks`, summed over unique storages;
+                 storages of model parameters are excluded (they exist whether or not a
+                 backward follows), so a cloned or merged weight counts and the frozen W does not.
+  peak RSS       ru_maxrss of a fresh process that builds one method and runs a few steps.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+class SavedLog:
+    """Context manager recording the storages of tensors saved for backward inside it."""
+
+    def __init__(self) -> None:
+        self.storages: dict[int, int] = {}  # data_ptr -> nbytes
+        self.shapes: list[tuple[tuple[int, ...], int]] = []  # (shape, storage data_ptr) per saved tensor
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        st = t.untyped_storage()
+        self.storages[st.data_ptr()] = st.nbytes()
+        self.shapes.append((tuple(t.shape), st.data_ptr()))
+        return t
+
+    def __enter__(self) -> "SavedLog":
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)
+
+    def bytes(self, exclude: set[int] = frozenset()) -> int:
+        """Total bytes of the unique saved storages whose data_ptr is not in `exclude`."""
+        return sum(n for ptr, n in self.storages.items() if ptr not in exclude)
+
+
+def param_storages(model: nn.Module) -> set[int]:
+    return {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+
+def loss_of(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    return model(input_ids=ids, labels=ids).loss
+
+
+def kept_bytes(model: nn.Module, ids: torch.Tensor) -> int:
+    """Bytes autograd keeps for backward after one forward (parameters excluded)."""
+    with SavedLog() as log:
+        loss = loss_of(model, ids)
+    n = log.bytes(param_storages(model))
+    del loss
+    return n
+
+
+def stepper(model: nn.Module, params: list[nn.Parameter], ids: torch.Tensor) -> Callable[[], None]:
+    """One training step of `model` on `ids` (AdamW on `params`, skipped when there are none)."""
+    opt = torch.optim.AdamW(params, lr=1e-4) if params else None
+
+    def step() -> None:
+        if opt is not None:
+            opt.zero_grad(set_to_none=True)
+        loss_of(model, ids).backward()
+        if opt is not None:
+            opt.step()
+
+    return step
+
+
+def time_interleaved(steps: dict[str, Callable[[], None]], repeats: int, warmup: int):
+    """Wall and process-CPU seconds per step for each method: `warmup` untimed rounds, then
+    `repeats` timed rounds, each running every method once in turn (so drifting machine load
+    hits all alike). Returns (wall, cpu), each {method: [seconds per round]}."""
+    wall: dict[str, list[float]] = {name: [] for name in steps}
+    cpu: dict[str, list[float]] = {name: [] for name in steps}
+    for i in range(warmup + repeats):
+        for name, step in steps.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            step()
+            if i >= warmup:
+                wall[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
+    return wall, cpu
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child_peak_rss(method: str, argv: list[str], timeout: float = 600) -> float:
+    """Peak RSS (MiB) of a fresh `python -m bone.bench --rss-child METHOD ...` process."""
+    cmd = [sys.executable, "-m", "bone.bench", *argv, "--rss-child", method]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench: RSS child for {method} failed:\n{proc.stderr[-2000:]}")
+    return float(json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"])

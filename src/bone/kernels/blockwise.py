@@ -1,0 +1,143 @@
+"""Flash-Bone col and row: autograd Functions that keep nothing weight-sized for backward.
+
+Notation as in `bone.variants`: W `(out, in)`, r the block size, A = out/r output blocks,
+K = in/r input blocks, x `(T, in)` the flattened input, g = dL/dy `(T, out)`, x_b / g_a the
+r-wide slices.
+
+col (B `(A, r, r)`), W'[a,b] = W[a,b] (I + B[a]) + B[a]:
+  forward   y = x W'^T + bias, W' rebuilt `chunk` output rows at a time (never whole)
+  backward  dx = g W' (same chunks), G_c = g_c^T x per chunk,
+            dB[a] = sum_b W[a,b]^T G[a,b] + G[a,b] = bmm(G_c^T, W_c)^T + sum_b G_c[a,b]
+  saved     x, B and the frozen W parameter itself (no copy): no (out, in) temporary survives.
+
+row (D `(K, r, r)`), W'[a,b] = W[a,b] (I + D[b]) + D[b] factorises exactly, so W' never exists:
+  forward   y = x~ W^T + c (c added to every output block), x~_b = x_b (I + D[b])^T,
+            c = sum_b x_b D[b]^T `(T, r)`
+  backward  h = g W, q_b = h_b + sum_a g_a, dx_b = h_b + q_b D[b], dD[b] = q_b^T x_b
+  so row costs the frozen layer's two GEMMs plus O(T * in * r) work.
+
+Both compute in the block's dtype (as the reference); a base weight of another dtype is cast
+`chunk` output rows at a time. `w` may be a non-contiguous view (transformers Conv1D: weight.t()).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd import Function
+
+
+def _rows(chunk_size: int, r: int, out: int) -> int:
+    """Output rows per chunk: a multiple of r, at least r, at most out."""
+    return min(out, max(r, chunk_size // r * r))
+
+
+def _blocks3(wc: Tensor, r: int, dt: torch.dtype) -> Tensor:
+    """W rows `(c, in)` -> `(c/r, r * in/r, r)` in dtype dt: [a, (i b), j] = W[a*r+i, b*r+j]."""
+    c, in_ = wc.shape
+    return wc.to(dt).reshape(c // r, r * (in_ // r), r)
+
+
+def _col_merged(w3: Tensor, bc: Tensor) -> Tensor:
+    """W'[a,b] = W[a,b] + W[a,b] B[a] + B[a] for the blocks in `w3` (see `_blocks3`); `(c, in)`."""
+    ca, rk, r = w3.shape
+    wp = torch.baddbmm(w3, w3, bc)
+    wp.view(ca, r, rk // r, r).add_(bc[:, :, None, :])
+    return wp.view(ca * r, rk)
+
+
+class ColFn(Function):
+    """y = x W'^T + bias for col; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, bias: Tensor | None, block: Tensor, chunk_size: int) -> Tensor:
+        dt, (out, in_), r = block.dtype, w.shape, block.shape[-1]
+        rows = _rows(chunk_size, r, out)
+        x2 = x.reshape(-1, in_).to(dt)
+        bias = None if bias is None else bias.to(dt)
+        chunks = []
+        for o0 in range(0, out, rows):
+            wp = _col_merged(_blocks3(w[o0:o0 + rows], r, dt), block[o0 // r:(o0 + rows) // r])
+            chunks.append(torch.nn.functional.linear(x2, wp, None if bias is None else bias[o0:o0 + rows]))
+        y = chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
+        ctx.save_for_backward(x, w, block)
+        ctx.rows = rows
+        return y.view(*x.shape[:-1], out)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        x, w, block = ctx.saved_tensors
+        dt, (out, in_), r, rows = block.dtype, w.shape, block.shape[-1], ctx.rows
+        need_x, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
+        g2 = g.reshape(-1, out).to(dt)
+        x2 = x.reshape(-1, in_).to(dt)
+        dx = torch.zeros_like(x2) if need_x and out > rows else None
+        db = torch.empty_like(block) if need_b else None
+        for o0 in range(0, out, rows):
+            a0, a1 = o0 // r, (o0 + rows) // r
+            w3 = _blocks3(w[o0:o0 + rows], r, dt)
+            gc = g2[:, o0:o0 + rows]
+            if need_x:
+                wp = _col_merged(w3, block[a0:a1])
+                dx = gc @ wp if dx is None else dx.addmm_(gc, wp)
+            if need_b:
+                gram = (gc.t() @ x2).view(w3.shape)  # G for these output rows, blocked like w3
+                wg = torch.bmm(gram.transpose(1, 2), w3).transpose(1, 2)  # sum_b W^T G (this order is the fast one)
+                torch.add(wg, gram.view(-1, r, in_ // r, r).sum(2), out=db[a0:a1])  # + sum_b G
+        dx = None if dx is None else dx.to(x.dtype).view(x.shape)
+        return dx, None, None, db, None
+
+
+def _linear_cast(x2: Tensor, w: Tensor, dt: torch.dtype, rows: int) -> Tensor:
+    """x2 `(T, in)` @ W^T in dtype dt, casting W `rows` output rows at a time."""
+    if w.dtype == dt:
+        return x2 @ w.t()
+    return torch.cat([x2 @ w[o0:o0 + rows].to(dt).t() for o0 in range(0, w.shape[0], rows)], dim=1)
+
+
+def _grad_cast(g2: Tensor, w: Tensor, dt: torch.dtype, rows: int) -> Tensor:
+    """g2 `(T, out)` @ W in dtype dt, casting W `rows` output rows at a time."""
+    if w.dtype == dt:
+        return g2 @ w
+    h = None
+    for o0 in range(0, w.shape[0], rows):
+        wc, gc = w[o0:o0 + rows].to(dt), g2[:, o0:o0 + rows]
+        h = gc @ wc if h is None else h.addmm_(gc, wc)
+    return h
+
+
+class RowFn(Function):
+    """y = x W'^T + bias for row, through the exact factorisation in the module docstring."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, bias: Tensor | None, block: Tensor, chunk_size: int) -> Tensor:
+        dt, (out, in_), r = block.dtype, w.shape, block.shape[-1]
+        rows = _rows(chunk_size, r, out)
+        x2 = x.reshape(-1, in_).to(dt)
+        t = x2.shape[0]
+        x3 = x2.view(t, in_ // r, r).transpose(0, 1)  # (K, T, r)
+        xd = torch.bmm(x3, block.transpose(1, 2))  # x_b D[b]^T, (K, T, r)
+        xt = (x3 + xd).transpose(0, 1).reshape(t, in_)  # x~
+        y = _linear_cast(xt, w, dt, rows)
+        y.view(t, out // r, r).add_(xd.sum(0)[:, None, :])
+        if bias is not None:
+            y.add_(bias.to(dt))
+        ctx.save_for_backward(x, w, block)
+        ctx.rows = rows
+        return y.view(*x.shape[:-1], out)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        x, w, block = ctx.saved_tensors
+        dt, (out, in_), r = block.dtype, w.shape, block.shape[-1]
+        g2 = g.reshape(-1, out).to(dt)
+        t = g2.shape[0]
+        h = _grad_cast(g2, w, dt, ctx.rows)  # g W, (T, in)
+        q3 = (h.view(t, in_ // r, r) + g2.view(t, out // r, r).sum(1)[:, None, :]).transpose(0, 1)
+        dx = db = None
+        if ctx.needs_input_grad[0]:
+            dx = h.view(t, in_ // r, r).add_(torch.bmm(q3, block).transpose(0, 1))
+            dx = dx.reshape(x.shape).to(x.dtype)
+        if ctx.needs_input_grad[3]:
+            x3 = x.reshape(-1, in_).to(dt).view(t, in_ // r, r).transpose(0, 1)
+            db = torch.bmm(q3.transpose(1, 2), x3)
+        return dx, None, None, db, None

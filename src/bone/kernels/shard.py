@@ -1,0 +1,118 @@
+"""Flash-Bone shard and mini: one autograd Function that keeps only s = sum_j x_j for backward.
+
+The adapter block is `(r, n)`: n = out for shard (M), n = mini_r for mini (Dm). Since mini's
+M = Dm.repeat(1, out/n), the shard product s M is u = s Dm `(T, n)` added to every n-wide group
+of the output, so both variants are one computation on the `(T, out/n, n)` view of y and mini
+never builds the repeated `(r, out)` block.
+
+  forward   y = F.linear(x, W, bias) [weight dtype] + u broadcast over groups [block dtype],
+            s = slice_sum(dropout(x)) `(T, r)`, u = s block
+  backward  gs = sum over groups of g `(T, n)`, dblock = s^T gs, ds = gs block^T `(T, r)`,
+            dx = g W + mask * tiled(ds)
+  saved     s, the block and the frozen W parameter (no copy): no input-sized tensor, and no
+            padded copy of x for in % r != 0 (see `bone.kernels.slices`).
+
+Without active dropout and with block dtype == weight dtype, the adapter is folded into the
+weight instead: y = x (W + dW)^T + bias and dx = g (W + dW), with W + dW `chunk` output rows at
+a time (dW[o, j*r+i] = M[i, o], a transient, never saved). That replaces the two `T x r x out`
+products s M and g M^T by two `out x in` additions; dblock = s^T gs stays. Mixed dtypes keep the
+separate path because the reference runs the shard product in the block's dtype.
+
+Dropout: the mask is not saved. Forward records the RNG state of x's device just before drawing
+it; backward restores that state in a forked RNG and redraws the same mask with F.dropout on a
+tensor of ones (the mask already scaled by 1/(1-p)). The caller's RNG stream is left exactly as
+after the reference forward. Costs a redraw in backward, saves T x in bytes per layer.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd import Function
+
+from .slices import add_tiled_, mul_tiled_, slice_sum, tiled_plus
+
+
+def dropout_p(dropout: nn.Module | None) -> float:
+    """The active dropout probability of the adapter's dropout module (0.0 when inactive)."""
+    if dropout is None or isinstance(dropout, nn.Identity):
+        return 0.0
+    if isinstance(dropout, nn.Dropout):
+        return float(dropout.p) if dropout.training else 0.0
+    raise TypeError(f"Flash-Bone supports nn.Dropout, nn.Identity or None as the adapter dropout, got {type(dropout).__name__}")
+
+
+def _rng_state(device: torch.device) -> Tensor:
+    if device.type == "cpu":
+        return torch.get_rng_state()
+    return torch.get_device_module(device.type).get_rng_state(device)
+
+
+def _redraw_mask(like: Tensor, p: float, state: Tensor) -> Tensor:
+    """The scaled dropout mask F.dropout drew for `like` when the RNG was in `state`."""
+    dev = like.device
+    devices = [] if dev.type == "cpu" else [dev]
+    with torch.random.fork_rng(devices=devices, device_type=dev.type if devices else "cuda"):
+        if dev.type == "cpu":
+            torch.set_rng_state(state)
+        else:
+            torch.get_device_module(dev.type).set_rng_state(state, dev)
+        return F.dropout(torch.ones_like(like), p, True)
+
+
+def _merged_chunks(w: Tensor, mt: Tensor, rows: int):
+    """(o0, W'[o0:o0+rows]) with W' = W + M^T tiled along in; mt = M^T `(out, r)`."""
+    for o0 in range(0, w.shape[0], rows):
+        yield o0, tiled_plus(w[o0:o0 + rows], mt[o0:o0 + rows])
+
+
+class ShardFn(Function):
+    """y = x W^T + bias + slice_sum(dropout(x)) @ M for shard/mini; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, bias: Tensor | None, block: Tensor, p: float, chunk_size: int) -> Tensor:
+        dt, (out, in_), (r, n) = block.dtype, w.shape, block.shape
+        ctx.rng_state = _rng_state(x.device) if p else None
+        ctx.merge = not p and w.dtype == dt
+        rows = max(1, min(out, chunk_size))
+        xd = F.dropout(x, p, True) if p else x
+        s = slice_sum(xd.reshape(-1, in_), r, dt)
+        if ctx.merge:
+            x2, mt = x.reshape(-1, in_), block.t().repeat(out // n, 1)
+            ys = [F.linear(x2, wp, None if bias is None else bias[o0:o0 + rows]) for o0, wp in _merged_chunks(w, mt, rows)]
+            y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)
+        else:
+            u = s @ block  # (T, n)
+            base = F.linear(x, w, bias).reshape(-1, out // n, n)
+            y = base + u[:, None, :] if base.dtype != u.dtype else base.add_(u[:, None, :])
+        ctx.save_for_backward(s, w, block)
+        ctx.x_meta = (x.shape, x.dtype)
+        ctx.p, ctx.rows = p, rows
+        return y.view(*x.shape[:-1], out)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        s, w, block = ctx.saved_tensors
+        dt, (out, in_), n = block.dtype, w.shape, block.shape[1]
+        x_shape, x_dtype = ctx.x_meta
+        g2 = g.reshape(-1, out)
+        gs = g2 if n == out and g2.dtype == dt else g2.view(-1, out // n, n).sum(1, dtype=dt)  # (T, n)
+        dx = db = None
+        if ctx.needs_input_grad[3]:
+            db = s.t() @ gs
+        if ctx.needs_input_grad[0] and ctx.merge:
+            mt = block.t().repeat(out // n, 1)
+            for o0, wp in _merged_chunks(w, mt, ctx.rows):
+                gc = g2[:, o0:o0 + ctx.rows]
+                dx = gc @ wp if dx is None else dx.addmm_(gc, wp)
+            dx = dx.view(x_shape)
+        elif ctx.needs_input_grad[0]:
+            ds = gs @ block.t()  # (T, r)
+            dx = g2.to(w.dtype) @ w
+            if ctx.p:
+                mask = _redraw_mask(torch.empty(x_shape, dtype=x_dtype, device=g.device), ctx.p, ctx.rng_state)
+                dx.add_(mul_tiled_(mask.reshape(-1, in_), ds))
+            else:
+                add_tiled_(dx, ds)
+            dx = dx.to(x_dtype).view(x_shape)
+        return dx, None, None, db, None, None
