@@ -53,9 +53,15 @@ def _whole_blocks(out: int, in_: int, r: int) -> str | None:
 
 
 def _as_blocks(w: Tensor, r: int) -> Tensor:
-    """(out, in) -> (out/r, r, in/r, r) view: result[a, :, b, :] = W[a, b]."""
+    """(out, in) -> (out/r, in/r, r, r): result[a, b] = W[a, b]."""
     out, in_ = w.shape
-    return w.reshape(out // r, r, in_ // r, r)
+    return w.reshape(out // r, r, in_ // r, r).transpose(1, 2)
+
+
+def _from_blocks(blocks: Tensor) -> Tensor:
+    """Inverse of `_as_blocks`."""
+    a, b, r, _ = blocks.shape
+    return blocks.transpose(1, 2).reshape(a * r, b * r)
 
 
 def inverse_blocks(block: Tensor, max_cond: float = MAX_COND) -> Tensor:
@@ -79,6 +85,8 @@ def inverse_blocks(block: Tensor, max_cond: float = MAX_COND) -> Tensor:
 
 
 class Col(Variant):
+    """W'[a,b] = W[a,b] (I + B[a]) + B[a]: one block per output block, shared along the input."""
+
     name = "col"
 
     def block_shape(self, out, in_, r, mini_r):
@@ -87,17 +95,20 @@ class Col(Variant):
     def check(self, out, in_, r, mini_r):
         return _whole_blocks(out, in_, r)
 
+    def per_block(self, block: Tensor) -> Tensor:
+        """The block applied at each (a, b), broadcastable to (out/r, in/r, r, r)."""
+        return block[:, None]
+
     def merged(self, w, block):
-        r = block.shape[-1]
-        wb = _as_blocks(w, r)
-        new = wb + torch.einsum("aibj,ajk->aibk", wb, block) + block[:, :, None, :]
-        return new.reshape(w.shape)
+        bb = self.per_block(block)
+        wb = _as_blocks(w, block.shape[-1])
+        return _from_blocks(wb + wb @ bb + bb)
 
     def unmerged(self, w_merged, block):
-        r = block.shape[-1]
-        inv = inverse_blocks(block)
-        wb = _as_blocks(w_merged.to(torch.float64), r) - block.to(torch.float64)[:, :, None, :]
-        return torch.einsum("aibj,ajk->aibk", wb, inv).reshape(w_merged.shape).to(w_merged.dtype)
+        inv = self.per_block(inverse_blocks(block))
+        bb = self.per_block(block.to(torch.float64))
+        wb = _as_blocks(w_merged.to(torch.float64), block.shape[-1])
+        return _from_blocks((wb - bb) @ inv).to(w_merged.dtype)
 
     def forward(self, x, w, bias, block, dropout=None):
         dt = block.dtype
@@ -105,28 +116,16 @@ class Col(Variant):
         return F.linear(x.to(dt), self.merged(w.to(dt), block), b)
 
 
-class Row(Variant):
+class Row(Col):
+    """W'[a,b] = W[a,b] (I + D[b]) + D[b]: one block per input block, shared along the output."""
+
     name = "row"
 
     def block_shape(self, out, in_, r, mini_r):
         return (in_ // r, r, r)
 
-    def check(self, out, in_, r, mini_r):
-        return _whole_blocks(out, in_, r)
-
-    def merged(self, w, block):
-        r = block.shape[-1]
-        wb = _as_blocks(w, r)
-        new = wb + torch.einsum("aibj,bjk->aibk", wb, block) + block.permute(1, 0, 2)[None]
-        return new.reshape(w.shape)
-
-    def unmerged(self, w_merged, block):
-        r = block.shape[-1]
-        inv = inverse_blocks(block)
-        wb = _as_blocks(w_merged.to(torch.float64), r) - block.to(torch.float64).permute(1, 0, 2)[None]
-        return torch.einsum("aibj,bjk->aibk", wb, inv).reshape(w_merged.shape).to(w_merged.dtype)
-
-    forward = Col.forward
+    def per_block(self, block):
+        return block[None]
 
 
 def shard_sum(x: Tensor, r: int) -> Tensor:
