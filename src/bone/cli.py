@@ -15,6 +15,15 @@ import json
 import sys
 from pathlib import Path
 
+USAGE = """usage: bone <command> [options]
+
+  bone train CONFIG.yaml [section.key=value ...]    fine-tune with a Bone adapter (resumable, multi-GPU)
+  bone eval --model M [--adapter DIR] --data FILE   GSM8K-style accuracy or loss/perplexity
+  bone merge --base M --adapter DIR --out OUT       fold an adapter into its base model (HF folder or RWKV .pth)
+  bone bench [...]                                  Flash-Bone vs PEFT training-step benchmark
+
+Run `bone <command> --help` for the options of each command."""
+
 TRAIN_USAGE = """usage: bone train [CONFIG.yaml] [section.key=value ...] [--section.key VALUE ...]
                   [--resume [RUN_OR_CHECKPOINT_DIR]] [--overwrite] [--stop-at STEP] [--print-config]
 
@@ -32,7 +41,7 @@ Every option, its type, default and meaning:
 """
 
 FIXABLE = (ValueError, KeyError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
-           NotADirectoryError, RuntimeError)
+           NotADirectoryError, ModuleNotFoundError, RuntimeError, OSError)
 
 OOM_HINT = (
     "out of memory. Try, in order: a smaller schedule.batch_size with a larger schedule.grad_accum "
@@ -172,7 +181,7 @@ COMMANDS = {"train": train_main, "eval": eval_main, "merge": merge_main, "bench"
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print(__doc__.split("\n\n")[0] + "\n\nRun `bone <command> --help` for the options of each command.")
+        print(USAGE)
         if argv and argv[0] not in ("-h", "--help"):
             print(f"error: unknown command {argv[0]!r}; choose one of {sorted(COMMANDS)}", file=sys.stderr)
             return 2

@@ -100,8 +100,8 @@ class Trainer:
         fields = dict(prompt_field=d.prompt_field, response_field=d.response_field, messages_field=d.messages_field)
         train_records = load_records(d.train, split=d.train_split, limit=d.train_limit)
         self.eval_records = load_records(d.eval, split=d.eval_split, limit=d.eval_limit) if d.eval else None
-        self.tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path)
         model = load_model(cfg.model.path, dtype=DTYPES[cfg.model.dtype])
+        self.tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path)
         if getattr(model.config, "model_type", "").startswith("rwkv"):
             from ..models.rwkv import check_vocab
 
