@@ -91,7 +91,8 @@ class Trainer:
         cfg = self.cfg
         precision = "bf16" if cfg.schedule.precision == "bf16" else "no"
         _forget_single_process_state(precision)
-        self.acc = acc = Accelerator(mixed_precision=precision)
+        # without any accelerator, cpu=True is what lets Accelerate see a torchrun launch as multi-CPU (gloo)
+        self.acc = acc = Accelerator(mixed_precision=precision, cpu=not torch.accelerator.is_available())
         self.is_main = acc.is_main_process
         self.resume_from = self._resolve_resume()  # checks the output folder before any heavy work
         acc.wait_for_everyone()  # every process has looked before the main one writes there
