@@ -86,6 +86,7 @@ def test_every_field_is_documented_and_rendered():
 
 
 def test_rendered_yaml_round_trips():
-    cfg = load_config(None, ["bone.r=16", "bone.target_modules=[q_proj]", "optim.max_grad_norm=null"])
+    cfg = load_config(None, ["bone.r=16", "bone.target_modules=[q_proj]", "optim.max_grad_norm=null", "bone.dtype=null"])
+    assert cfg.bone.dtype is None and load_config(None, ["bone.target_modules=null"]).bone.target_modules is None
     assert from_dict(TrainConfig, yaml.safe_load(render_yaml(cfg))) == cfg
     assert to_dict(cfg)["bone"]["target_modules"] == ["q_proj"]

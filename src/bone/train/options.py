@@ -87,8 +87,9 @@ def check_value(value, tp, key: str):
 
 
 def parse_cli_value(raw: str, tp, key: str):
-    """Type a command-line string by the field's annotation: null, bool, int, float, [list], str."""
-    for a in _args(tp):
+    """Type a command-line string by the field's annotation, trying null, bool, int, float, [list], str in that order."""
+    rank = {type(None): 0, bool: 1, int: 2, float: 3, str: 5}
+    for a in sorted(_args(tp), key=lambda a: rank.get(a, 4)):
         low = raw.strip().lower()
         if a is type(None) and low in ("null", "none", "~"):
             return None
