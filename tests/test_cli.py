@@ -138,3 +138,28 @@ def test_bench_dispatches_to_bone_bench(capsys):
     with pytest.raises(SystemExit) as e:  # argparse's --help exits 0
         main(["bench", "--help"])
     assert e.value.code == 0 and "usage" in capsys.readouterr().out.lower()
+
+
+OOM_RUNNER = """
+import resource, sys
+import torch, transformers, accelerate  # heavy imports before the limit
+import bone.train.trainer, bone.data
+from bone.cli import main
+vm = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + (600 << 20), vm + (600 << 20)))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.integration
+def test_out_of_memory_prints_the_hint_and_leaves_nothing(model_dir, tmp_path):
+    """A real allocation failure: the address space is capped 600 MB above the imports, and one step
+    of 64 packed rows of 2048 tokens needs more."""
+    out = tmp_path / "run"
+    args = tiny.overrides(model_dir, out, **{"schedule.batch_size": 64, "data.max_length": 2048, "data.packing": True,
+                                             "data.train_limit": 3000, "schedule.max_steps": 1})
+    r = subprocess.run([sys.executable, "-c", OOM_RUNNER, "train", *map(str, args)], capture_output=True, text=True,
+                       env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "out of memory. Try" in r.stderr and "gradient_checkpointing" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()

@@ -41,7 +41,7 @@ Every option, its type, default and meaning:
 """
 
 FIXABLE = (ValueError, KeyError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
-           NotADirectoryError, ModuleNotFoundError, RuntimeError, OSError)
+           NotADirectoryError, ModuleNotFoundError, OSError)
 
 OOM_HINT = (
     "out of memory. Try, in order: a smaller schedule.batch_size with a larger schedule.grad_accum "
@@ -175,6 +175,11 @@ def bench_main(argv: list[str]) -> int:
     return main(argv) or 0
 
 
+def _is_cpu_oom(err: RuntimeError) -> bool:
+    """CPU allocation failures are plain RuntimeErrors (torch.OutOfMemoryError is CUDA's)."""
+    return "can't allocate memory" in str(err) or "out of memory" in str(err).lower()
+
+
 COMMANDS = {"train": train_main, "eval": eval_main, "merge": merge_main, "bench": bench_main}
 
 
@@ -190,8 +195,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return COMMANDS[argv[0]](argv[1:])
-    except torch.OutOfMemoryError:
+    except (torch.OutOfMemoryError, MemoryError):
         print(f"bone {argv[0]}: error: {OOM_HINT}", file=sys.stderr)
+        return 1
+    except RuntimeError as err:
+        if not _is_cpu_oom(err):
+            raise
+        print(f"bone {argv[0]}: error: {OOM_HINT} ({err})", file=sys.stderr)
         return 1
     except FIXABLE as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err

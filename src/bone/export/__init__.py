@@ -96,7 +96,7 @@ def merge(base: str | Path, adapter: str | Path, out: str | Path, *, overwrite: 
             log(f"probe check: max |logit difference| merged vs base+adapter = {diff:.3e} "
                 f"(logit scale {scale:.3g}, tolerance {tol:.1e}, batch {PROBE_SHAPE[0]}x{PROBE_SHAPE[1]}, float32)")
             if not diff <= tol:
-                raise RuntimeError(f"the merged model differs from base + adapter by {diff:.3e} > {tol:.1e}; nothing written")
+                raise ValueError(f"the merged model differs from base + adapter by {diff:.3e} > {tol:.1e}; nothing written")
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.replace(old)

@@ -190,8 +190,9 @@ class Trainer:
         print(
             f"bone train: {self.cfg.model.path} + Bone-{self.cfg.bone.variant} r={self.cfg.bone.r}: "
             f"{len(self.params)} adapted layers, {n_params:,} trainable parameters\n"
-            f"data: {st['rows']} rows -> {st['kept']} examples ({st['truncated']} truncated to {self.cfg.data.max_length} tokens, "
-            f"{st['dropped']} dropped), {st['supervised_tokens']:,} supervised tokens\n"
+            f"data: {st['kept']} examples ({st['truncated']} truncated to {self.cfg.data.max_length} tokens, "
+            f"{st['dropped']} dropped) in {st['rows']} {'packed ' if self.cfg.data.packing else ''}rows, "
+            f"{st['supervised_tokens']:,} supervised tokens\n"
             f"steps: {self.total_steps} (global batch {self.plan.global_batch} on {self.acc.num_processes} process(es))"
             + (f", resuming at step {self.step} from {self.resume_from}" if self.resume_from else ""),
             flush=True,
@@ -200,8 +201,12 @@ class Trainer:
     # ---------------------------------------------------------------- run
     def run(self, stop_at: int | None = None) -> int:
         """Evaluate before (fresh runs, when asked), train, evaluate after; print where everything is."""
-        before = self.evaluate("before") if self.cfg.eval.before and self.step == 0 else None
-        code = self.train(stop_at)
+        try:
+            before = self.evaluate("before") if self.cfg.eval.before and self.step == 0 else None
+            code = self.train(stop_at)
+        except BaseException:
+            self._discard_unsaved_run()
+            raise
         if code != 0 or self.step < self.total_steps:
             return code
         after = self.evaluate("after") if self.cfg.eval.after else None
@@ -216,6 +221,11 @@ class Trainer:
                 print(f"loss plot: {self.loss_plot}")
             print(f"metrics: {self.out / 'metrics.jsonl'}", flush=True)
         return 0
+
+    def _discard_unsaved_run(self) -> None:
+        """A fresh run that fails before its first checkpoint leaves no run folder behind."""
+        if self.is_main and self.resume_from is None and not ckpt.list_checkpoints(self.out / "checkpoints"):
+            shutil.rmtree(self.out, ignore_errors=True)
 
     # ---------------------------------------------------------------- train
     def _on_signal(self, signum, frame) -> None:
