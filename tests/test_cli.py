@@ -87,6 +87,7 @@ def test_bad_data_and_models_exit_1_and_write_nothing(capsys, model_dir, tmp_pat
         (["model.path=" + str(tmp_path / "no-model")], "not found"),
         (["bone.target_modules=[wq, wk]"], "q_proj"),
         (["bone.r=48"], "r=48"),
+        (["model.path=meta-llama/Llama-2-7b-hf"], "model=/path/to/hf_model_dir"),  # offline Hub name: fails at once
     ]
     for extra, message in cases:
         code, _, err = bone_cli(capsys, "train", *tiny.overrides(model_dir, out), *extra)
@@ -101,6 +102,17 @@ def test_existing_output_dir_is_refused(capsys, model_dir, tmp_path):
     code, _, err = bone_cli(capsys, "train", *tiny.overrides(model_dir, out, **{"schedule.max_steps": 1}))
     assert code == 1 and "already exists" in err and "--resume" in err and "--overwrite" in err
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_stop_then_resume_from_the_run_folder_alone(capsys, model_dir, tmp_path):
+    run = tmp_path / "run"
+    code, out, _ = bone_cli(capsys, "train", *tiny.overrides(model_dir, run), "--stop-at", "2")
+    assert code == 0 and "stopped by stop_at=2 after step 2" in out and not (run / "adapter").exists()
+    code, out, _ = bone_cli(capsys, "train", "--resume", run)  # config read from the checkpoint
+    assert code == 0 and "resuming at step 2" in out and (run / "adapter" / "adapter_config.json").is_file()
+    code, _, err = bone_cli(capsys, "eval", "--model", model_dir, "--adapter", tmp_path / "none", "--data", "bundled:arith",
+                            "--out", tmp_path / "e")
+    assert code == 1 and "adapter directory" in err and not (tmp_path / "e").exists()
 
 
 def test_train_eval_merge_end_to_end(capsys, model_dir, tmp_path):
