@@ -52,6 +52,8 @@ def enable_gradient_checkpointing(model) -> None:
     """Non-reentrant activation checkpointing (HF models take kwargs; RWKV models take none)."""
     if getattr(model.config, "model_type", "").startswith("rwkv"):
         model.gradient_checkpointing_enable()
+    elif hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
@@ -64,6 +66,10 @@ def _forget_single_process_state(precision: str) -> None:
     state = AcceleratorState._shared_state
     if state and PartialState().num_processes == 1 and str(state.get("_mixed_precision")) != precision:
         AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def _has_accelerator() -> bool:
+    return torch.cuda.is_available() or (hasattr(torch, "accelerator") and torch.accelerator.is_available())
 
 
 def _count(m: dict) -> str:
@@ -92,7 +98,7 @@ class Trainer:
         precision = "bf16" if cfg.schedule.precision == "bf16" else "no"
         _forget_single_process_state(precision)
         # without any accelerator, cpu=True is what lets Accelerate see a torchrun launch as multi-CPU (gloo)
-        self.acc = acc = Accelerator(mixed_precision=precision, cpu=not torch.accelerator.is_available())
+        self.acc = acc = Accelerator(mixed_precision=precision, cpu=not _has_accelerator())
         self.is_main = acc.is_main_process
         self.resume_from = self._resolve_resume()  # checks the output folder before any heavy work
         acc.wait_for_everyone()  # every process has looked before the main one writes there
