@@ -1,7 +1,8 @@
 """The `bone train` recipe: setup() -> train() -> evaluate(), on Hugging Face Accelerate.
 
-The same code runs one CPU process, or N processes (DDP; FSDP / DeepSpeed from an Accelerate
-config) under `accelerate launch -m bone train ...` or `torchrun -m bone train ...`.
+The same code runs one CPU process, or N processes (DDP) under `accelerate launch -m bone train ...`
+or `torchrun -m bone train ...`. FSDP / DeepSpeed configs are refused for now: checkpoints would
+need their sharded adapter and optimizer states gathered.
 
 Loss: each optimizer step sums token cross-entropy over every supervised token of the global batch
 (all micro-batches of all processes) and divides by their global count, so the gradient is the
@@ -100,6 +101,11 @@ class Trainer:
         # without any accelerator, cpu=True is what lets Accelerate see a torchrun launch as multi-CPU (gloo)
         self.acc = acc = Accelerator(mixed_precision=precision, cpu=not _has_accelerator())
         self.is_main = acc.is_main_process
+        if acc.distributed_type.name in ("FSDP", "DEEPSPEED"):
+            raise ValueError(
+                f"bone train does not support {acc.distributed_type.name} launch configs yet (its checkpoints would "
+                f"save sharded adapter and optimizer states); launch with plain DDP (distributed_type: MULTI_GPU)"
+            )
         self.resume_from = self._resolve_resume()  # checks the output folder before any heavy work
         acc.wait_for_everyone()  # every process has looked before the main one writes there
         set_seed(cfg.schedule.seed)
