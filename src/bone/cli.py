@@ -131,7 +131,7 @@ def eval_main(argv: list[str]) -> int:
     a = p.parse_args(argv)
     import torch
 
-    from . import load
+    from . import load, merge
     from .data import load_records, to_examples, tokenize_examples
     from .eval import gsm8k_eval, loss_eval, write_results
     from .models import load_model, load_tokenizer
@@ -140,7 +140,7 @@ def eval_main(argv: list[str]) -> int:
     tokenizer = load_tokenizer(a.tokenizer or a.model)
     model = load_model(a.model)
     if a.adapter:
-        load(model, a.adapter)
+        merge(load(model, a.adapter))  # folded in: generation runs at base-model speed
     model.eval()
     with torch.no_grad():
         if a.metric == "accuracy":
