@@ -1,19 +1,10 @@
 """Tiny, offline building blocks for the pipeline tests: a BPE tokenizer trained in milliseconds,
 a 2-layer Llama (hidden 64) saved as a Hugging Face folder, and a small TrainConfig over them.
 
-Imported by path from tests/train, tests/export and tests/test_cli.py (see `load`)."""
+tests/export and tests/test_cli.py put this folder on sys.path to import it."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-
-
-def load():
-    """This module, importable from any test folder: `tiny = load_tiny()`."""
-    spec = importlib.util.spec_from_file_location("bone_tests_tiny", Path(__file__))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def build_tokenizer(vocab_size: int = 500):
