@@ -41,6 +41,7 @@ def test_merge_keeps_layout_and_matches_adapter_model(sharded_dir, adapter_for, 
     assert sum(not torch.equal(base[k], merged[k]) for k in base) == 14  # 7 projections x 2 layers
     diff, scale = probe_difference(sharded_dir, adapter, out)
     assert diff < 1e-4 * (1 + scale)
+    assert probe_difference(sharded_dir, adapter, sharded_dir)[0] > 1e-3  # the check sees an unmerged model
     assert any("probe check: max |logit difference|" in ln for ln in lines)
     assert not list(tmp_path.glob(".merged*"))  # no temporary left behind
 
