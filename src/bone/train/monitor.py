@@ -1,0 +1,89 @@
+"""What a run reports: a tqdm progress bar, metrics.jsonl, TensorBoard (when installed), loss.png."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+
+class Monitor:
+    """Main-process reporting. `log(step, metrics)` appends one JSON line per call."""
+
+    def __init__(self, out_dir: Path, total_steps: int, start_step: int, *, progress: bool, tensorboard: bool):
+        self.path = out_dir / "metrics.jsonl"
+        if start_step == 0 and self.path.exists():
+            self.path.unlink()
+        elif start_step > 0:
+            self._truncate_after(start_step)
+        self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+
+    def _truncate_after(self, step: int) -> None:
+        """A resumed run drops the lines logged after its checkpoint (they will be logged again)."""
+        if not self.path.exists():
+            return
+        kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= step]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(ln + "\n" for ln in kept))
+        tmp.replace(self.path)
+
+    def log(self, step: int, metrics: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        if self.tb is not None:
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, step)
+
+    def advance(self, loss: float, lr: float, tokens_per_s: float) -> None:
+        self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+        self.bar.update(1)
+
+    def write(self, text: str) -> None:
+        self.bar.write(text)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    return [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
+
+
+def plot_loss(metrics_path: Path, out_png: Path) -> Path | None:
+    """loss.png: training loss per step (and its running mean); None when there is nothing to plot."""
+    rows = [r for r in read_metrics(metrics_path) if "loss" in r and math.isfinite(r["loss"])]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, losses = [r["step"] for r in rows], [r["loss"] for r in rows]
+    window = max(1, len(losses) // 20)
+    smooth = [sum(losses[max(0, i - window + 1): i + 1]) / len(losses[max(0, i - window + 1): i + 1]) for i in range(len(losses))]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, losses, alpha=0.35, label="loss")
+    ax.plot(steps, smooth, label=f"mean of last {window}")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (per supervised token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = out_png.with_name("." + out_png.name + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(out_png)
+    return out_png

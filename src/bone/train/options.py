@@ -1,0 +1,234 @@
+"""Read, validate, override and document typed dataclass configs (TrainConfig and its sections).
+
+Values come from YAML (typed by the parser) or the command line (`key=value`, `--key value`,
+strings typed by the field's annotation). Every error names the dotted key and the expected type.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import re
+import types
+import typing
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import TrainConfig
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the TrainConfig schema."""
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _args(tp) -> tuple:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return typing.get_args(tp)
+    return (tp,)
+
+
+def describe(tp) -> str:
+    """'float or null', 'list of str or str or null', ..."""
+    names = []
+    for a in _args(tp):
+        if a is type(None):
+            names.append("null")
+        elif typing.get_origin(a) is list:
+            names.append(f"list of {describe(typing.get_args(a)[0])}")
+        else:
+            names.append(getattr(a, "__name__", str(a)))
+    return " or ".join(names)
+
+
+def _check_one(value, tp):
+    """value converted to tp, or raise TypeError."""
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "2e-5" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif typing.get_origin(tp) is list:
+        if isinstance(value, list):
+            (item,) = typing.get_args(tp)
+            return [_check_one(v, item) for v in value]
+    raise TypeError
+
+
+def check_value(value, tp, key: str):
+    """Validate a parsed value against a field annotation (unions tried in order)."""
+    for a in _args(tp):
+        try:
+            return _check_one(value, a)
+        except TypeError:
+            continue
+    raise ConfigError(f"config key {key!r}: expected {describe(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def parse_cli_value(raw: str, tp, key: str):
+    """Type a command-line string by the field's annotation, trying null, bool, int, float, [list], str in that order."""
+    rank = {type(None): 0, bool: 1, int: 2, float: 3, str: 5}
+    for a in sorted(_args(tp), key=lambda a: rank.get(a, 4)):
+        low = raw.strip().lower()
+        if a is type(None) and low in ("null", "none", "~"):
+            return None
+        if a is bool and low in ("true", "false", "yes", "no", "1", "0"):
+            return low in ("true", "yes", "1")
+        if a in (int, float):
+            try:
+                return a(raw)
+            except ValueError:
+                continue
+        if typing.get_origin(a) is list:
+            parsed = yaml.safe_load(raw) if raw.strip().startswith("[") else None
+            if isinstance(parsed, list):
+                return check_value(parsed, a, key)
+        if a is str:
+            return raw
+    raise ConfigError(f"config key {key!r}: expected {describe(tp)}, got {raw!r}")
+
+
+def _unknown(key: str, known) -> ConfigError:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(known), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint}; known keys here: {sorted(known)}")
+
+
+def from_dict(cls, data: dict, prefix: str = ""):
+    """Build dataclass `cls` from a nested dict, validating keys and types recursively."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {prefix.rstrip('.') or '<top>'!r} must be a mapping, got {data!r}")
+    hints = _hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in hints:
+            raise _unknown(prefix + str(key), hints)
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = from_dict(tp, value or {}, prefix + key + ".")
+        else:
+            kwargs[key] = check_value(value, tp, prefix + key)
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {e}") from None
+
+
+def to_dict(obj) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
+    """['a.b=1', '--c.d', '2', '--e=3'] -> [('a.b', '1'), ('c.d', '2'), ('e', '3')]."""
+    out, i = [], 0
+    while i < len(args):
+        a = args[i]
+        if a.startswith("--"):
+            body = a[2:]
+            if "=" in body:
+                k, v = body.split("=", 1)
+            elif i + 1 < len(args):
+                k, v = body, args[i + 1]
+                i += 1
+            else:
+                raise ConfigError(f"option {a} needs a value: {a} VALUE or {body}=VALUE")
+            out.append((k.replace("-", "_"), v))
+        elif "=" in a:
+            k, v = a.split("=", 1)
+            out.append((k, v))
+        else:
+            raise ConfigError(f"cannot read argument {a!r}: use section.key=value or --section.key value")
+        i += 1
+    return out
+
+
+def apply_overrides(cfg: TrainConfig, overrides: list[tuple[str, str]]) -> TrainConfig:
+    """Return a new validated config with dotted-key string overrides applied."""
+    data = to_dict(cfg)
+    for key, raw in overrides:
+        cls, node, parts = TrainConfig, data, key.split(".")
+        for depth, part in enumerate(parts):
+            hints = _hints(cls)
+            if part not in hints:
+                raise _unknown(".".join(parts[: depth + 1]), hints)
+            tp = hints[part]
+            last = depth == len(parts) - 1
+            if dataclasses.is_dataclass(tp):
+                if last:
+                    raise ConfigError(f"{key!r} is a section; set one of its keys: {sorted(_hints(tp))}")
+                cls, node = tp, node[part]
+            elif not last:
+                raise ConfigError(f"{'.'.join(parts[: depth + 1])!r} is a value, not a section; cannot set {key!r}")
+            else:
+                node[part] = parse_cli_value(raw, tp, key)
+    return from_dict(TrainConfig, data)
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """TrainConfig from an optional YAML file plus command-line overrides."""
+    data = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} not found (pass a YAML file such as configs/demo.yaml)")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    return apply_overrides(from_dict(TrainConfig, data), parse_overrides(list(overrides)))
+
+
+@lru_cache(maxsize=None)
+def field_comments(cls) -> dict[str, str]:
+    """The trailing `# comment` of each field line in the dataclass source."""
+    out = {}
+    for line in inspect.getsource(cls).splitlines():
+        m = re.match(r"\s+(\w+)\s*:[^#]*#\s*(.*)$", line)
+        if m:
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def _scalar(v) -> str:
+    return yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+
+
+def render_yaml(obj, indent: int = 0) -> str:
+    """The config as YAML with each field's comment and type: a documented, loadable template."""
+    lines, pad = [], "  " * indent
+    comments, hints = field_comments(type(obj)), _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, note = getattr(obj, f.name), comments.get(f.name, "")
+        if dataclasses.is_dataclass(value):
+            lines.append(f"{pad}{f.name}:  # {note}")
+            lines.append(render_yaml(value, indent + 1))
+        else:
+            lines.append(f"{pad}{f.name}: {_scalar(value)}  # ({describe(hints[f.name])}) {note}")
+    return "\n".join(lines)
+
+
+def save_yaml(cfg: TrainConfig, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(render_yaml(cfg) + "\n")
+    tmp.replace(path)

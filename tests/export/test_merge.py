@@ -1,0 +1,103 @@
+"""bone merge for Hugging Face folders: streamed, sharded like the input, atomic, checked."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+import bone
+from bone.export import merge, probe_difference
+from bone.export.hf import INDEX
+
+
+def tensors(folder):
+    out = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        out.update(load_file(f))
+    return out
+
+
+@pytest.mark.parametrize("variant", ["col", "row", "shard"])
+def test_merge_keeps_layout_and_matches_adapter_model(sharded_dir, adapter_for, tmp_path, variant):
+    adapter = adapter_for(sharded_dir, tmp_path / "adapter", variant)
+    lines = []
+    out = merge(sharded_dir, adapter, tmp_path / "merged", log=lines.append)
+    shards = sorted(p.name for p in sharded_dir.glob("*.safetensors"))
+    assert len(shards) > 1 and sorted(p.name for p in out.glob("*.safetensors")) == shards
+    assert json.loads((out / INDEX).read_text()) == json.loads((sharded_dir / INDEX).read_text())
+    for f in shards:  # every shard holds the same keys, dtypes and shapes as its input
+        with safe_open(sharded_dir / f, "pt") as a, safe_open(out / f, "pt") as b:
+            assert list(a.keys()) == list(b.keys())
+            assert a.metadata() == b.metadata()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        assert (out / name).read_bytes() == (sharded_dir / name).read_bytes()
+    cfg, blocks, transposed = bone.read_adapter(adapter)
+    base, merged = tensors(sharded_dir), tensors(out)
+    want = bone.merge_state_dict(base, cfg, blocks, transposed)
+    assert want.keys() == merged.keys() and all(torch.equal(want[k], merged[k]) for k in want)
+    assert sum(not torch.equal(base[k], merged[k]) for k in base) == 14  # 7 projections x 2 layers
+    diff, scale = probe_difference(sharded_dir, adapter, out)
+    assert diff < 1e-4 * (1 + scale)
+    assert probe_difference(sharded_dir, adapter, sharded_dir)[0] > 1e-3  # the check sees an unmerged model
+    assert any("probe check: max |logit difference|" in ln for ln in lines)
+    assert not list(tmp_path.glob(".merged*"))  # no temporary left behind
+
+
+def test_bf16_base_is_merged_in_fp32_and_cast_once(bf16_dir, adapter_for, tmp_path):
+    adapter = adapter_for(bf16_dir, tmp_path / "adapter", "col")
+    out = merge(bf16_dir, adapter, tmp_path / "merged", log=lambda s: None)
+    merged = tensors(out)
+    assert {t.dtype for t in merged.values()} == {torch.bfloat16}
+    cfg, blocks, transposed = bone.read_adapter(adapter)
+    want = bone.merge_state_dict(tensors(bf16_dir), cfg, blocks, transposed)
+    assert all(torch.equal(want[k], merged[k]) for k in want)
+
+
+def test_refuses_to_write_over_or_inside_inputs(sharded_dir, adapter_for, tmp_path):
+    adapter = adapter_for(sharded_dir, tmp_path / "adapter")
+    before = {p.name: p.stat().st_mtime_ns for p in sharded_dir.iterdir()}
+    for out in (sharded_dir, sharded_dir / "merged", adapter, tmp_path):
+        with pytest.raises(ValueError, match="overlaps the input"):
+            merge(sharded_dir, adapter, out, overwrite=True)
+    assert {p.name: p.stat().st_mtime_ns for p in sharded_dir.iterdir()} == before
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        merge(sharded_dir, adapter, taken)
+    assert (taken / "keep.txt").exists()
+    merge(sharded_dir, adapter, taken, overwrite=True, check=False, log=lambda s: None)
+    assert not (taken / "keep.txt").exists() and (taken / INDEX).is_file()
+
+
+def test_adapter_of_another_model_leaves_nothing(sharded_dir, adapter_for, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    other = tmp_path / "other"
+    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(other)
+    adapter = adapter_for(other, tmp_path / "adapter")
+    with pytest.raises(KeyError, match="layers.2"):
+        merge(sharded_dir, adapter, tmp_path / "merged")
+    assert not (tmp_path / "merged").exists() and not list(tmp_path.glob(".merged*"))
+
+
+def test_missing_inputs_are_clear_errors(sharded_dir, adapter_for, tmp_path):
+    adapter = adapter_for(sharded_dir, tmp_path / "adapter")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        merge(tmp_path / "nope", adapter, tmp_path / "m")
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        merge(sharded_dir, tmp_path / "nope", tmp_path / "m")
+    bins = tmp_path / "bin-only"
+    bins.mkdir()
+    (bins / "config.json").write_text((sharded_dir / "config.json").read_text())
+    (bins / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="save_pretrained"):
+        merge(bins, adapter, tmp_path / "m")
+    (tmp_path / "x.pth").write_bytes(b"")
+    with pytest.raises(ValueError, match="must end in .pth"):
+        merge(tmp_path / "x.pth", adapter, tmp_path / "m")
+    assert not (tmp_path / "m").exists()

@@ -1,0 +1,40 @@
+"""Every config shipped in configs/ loads and validates (without touching the models or data it names)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bone.train import load_config
+
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").rglob("*.yaml"))
+TRAIN_CONFIGS = [p for p in CONFIGS if "accelerate" not in p.name]
+
+
+def test_configs_are_shipped():
+    names = {p.name for p in CONFIGS}
+    assert {"demo.yaml", "llama2-7b-metamath.yaml", "llama2-7b-metamath-multigpu.yaml", "rwkv6-3b-metamath.yaml",
+            "accelerate-4gpu.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: p.name)
+def test_train_config_validates(path):
+    cfg = load_config(path)
+    assert cfg.output_dir
+
+
+def test_paper_recipe_hyperparameters():
+    cfg = load_config(Path(__file__).parents[2] / "configs" / "llama2-7b-metamath.yaml")
+    assert (cfg.bone.variant, cfg.bone.r, cfg.optim.lr, cfg.schedule.scheduler, cfg.schedule.warmup_steps) == ("col", 64, 2e-5, "cosine", 0)
+    assert sorted(cfg.bone.target_modules) == sorted(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    assert cfg.schedule.batch_size * cfg.schedule.grad_accum == 64 and cfg.data.max_length == 512
+    assert cfg.model.gradient_checkpointing and cfg.schedule.precision == "bf16" and cfg.schedule.epochs == 1
+    multi = load_config(Path(__file__).parents[2] / "configs" / "llama2-7b-metamath-multigpu.yaml")
+    assert multi.schedule.batch_size * multi.schedule.grad_accum * 4 == 64  # 4 processes in accelerate-4gpu.yaml
+    assert multi.run_defining()["bone"] == cfg.run_defining()["bone"]
+
+
+def test_accelerate_config_is_valid_yaml():
+    acc = yaml.safe_load((Path(__file__).parents[2] / "configs" / "accelerate-4gpu.yaml").read_text())
+    assert acc["num_processes"] == 4 and acc["mixed_precision"] == "bf16"

@@ -1,0 +1,71 @@
+"""Real processes: 2-process CPU training (gloo) matches 1 process at the same global batch, and
+SIGINT / SIGTERM stop a run cleanly with a checkpoint that --resume continues."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tiny import overrides
+
+SRC = str(Path(__file__).parents[2] / "src")
+ENV = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+
+
+def bone_train(*args, launcher=(), timeout=300):
+    cmd = [sys.executable, *launcher, "-m", "bone", "train", *map(str, args)]
+    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.integration
+def test_two_processes_match_one_at_equal_global_batch(model_dir, tmp_path):
+    common = {"schedule.max_steps": 4, "bone.variant": "col"}
+    one = bone_train(*overrides(model_dir, tmp_path / "one", **common, **{"schedule.batch_size": 4}))
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = bone_train(*overrides(model_dir, tmp_path / "two", **common, **{"schedule.batch_size": 2}),
+                     launcher=("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"))
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "global batch 4 on 2 process(es)" in two.stdout
+    a, b = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors"), load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    scale = max(a[k].abs().max().item() for k in a)
+    print(f"2-process vs 1-process adapter: max |diff| = {diff:.3e} (max |block| = {scale:.3e})")
+    assert scale > 1e-3 and diff < 1e-5
+    losses = [[json.loads(ln)["loss"] for ln in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in ("one", "two")]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints" / "step-000004").iterdir() if p.name.startswith("rng")) == \
+        ["rng-rank0.pt", "rng-rank1.pt"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_a_checkpoint_and_resume_finishes(model_dir, tmp_path, sig, code):
+    out = tmp_path / "run"
+    args = overrides(model_dir, out, **{"schedule.max_steps": 40, "schedule.epochs": 10, "checkpointing.every": 1000})
+    proc = subprocess.Popen([sys.executable, "-m", "bone", "train", *map(str, args)], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, stderr[-2000:]
+    assert f"stopped by {signal.Signals(sig).name}" in stdout and "Traceback" not in stderr
+    (ckpt,) = (out / "checkpoints").iterdir()
+    step = json.loads((ckpt / "state.json").read_text())["step"]
+    assert 2 <= step < 40 and not (out / "adapter").exists()
+    assert torch.load(ckpt / "rng-rank0.pt", weights_only=True)["torch"].dtype == torch.uint8
+    done = bone_train(*args, "--resume", out, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resuming at step {step}" in done.stdout
+    rows = [json.loads(ln)["step"] for ln in metrics.read_text().splitlines()]
+    assert rows == list(range(1, 41)) and (out / "adapter" / "adapter_model.safetensors").is_file()

@@ -1,0 +1,139 @@
+"""The training recipe on a tiny Llama: checkpoints, exact resume, accumulation, bad input."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import bone
+from bone.train import ConfigError
+from bone.train.trainer import Trainer, lr_factor
+from tiny import config
+
+BLOCKS = "adapter/adapter_model.safetensors"
+
+
+def run(cfg, **kw):
+    trainer = Trainer(cfg, **{k: kw.pop(k) for k in ("resume", "overwrite") if k in kw}).setup()
+    code = trainer.run(**kw)
+    return trainer, code
+
+
+def test_lr_schedule():
+    cos = [lr_factor(s, warmup=2, total=10, kind="cosine") for s in range(10)]
+    assert cos[:2] == [0.5, 1.0] and cos[2] == 1.0 and cos[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 7 / 8)))
+    assert all(a >= b for a, b in zip(cos[1:], cos[2:]))
+    assert [lr_factor(s, warmup=0, total=4, kind="linear") for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
+    assert lr_factor(7, warmup=0, total=4, kind="constant") == 1.0
+
+
+def test_train_writes_adapter_checkpoints_metrics_and_plot(model_dir, tmp_path):
+    out = tmp_path / "run"
+    trainer, code = run(config(model_dir, out, **{"logging.plot": True, "checkpointing.keep": 2}))
+    assert code == 0
+    rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert all(math.isfinite(r["loss"]) and r["tokens_per_s"] > 0 and "grad_norm" in r for r in rows)
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000004", "step-000006"]  # keep=2
+    ck = out / "checkpoints" / "step-000006"
+    assert {p.name for p in ck.iterdir()} == {"adapter", "optimizer.pt", "scheduler.pt", "rng-rank0.pt", "state.json", "config.yaml"}
+    assert json.loads((ck / "state.json").read_text())["step"] == 6
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    blocks = load_file(out / BLOCKS)
+    assert len(blocks) == 14 and any(t.abs().max() > 0 for t in blocks.values())
+    assert torch.equal(load_file(ck / BLOCKS)[next(iter(blocks))], blocks[next(iter(blocks))])
+
+
+def test_adapter_loads_in_bone_and_peft_with_equal_logits(model_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "run"
+    run(config(model_dir, out, **{"bone.variant": "shard"}))  # PEFT has shard (MiSS default) and col (bat)
+    ids = torch.arange(3, 19).reshape(2, 8)
+    ours = bone.load(AutoModelForCausalLM.from_pretrained(model_dir), out / "adapter").eval()
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), out / "adapter").eval()
+    base = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        a, b, c = ours(input_ids=ids).logits, peft(input_ids=ids).logits, base(input_ids=ids).logits
+    assert torch.allclose(a, b, atol=1e-5) and not torch.allclose(a, c, atol=1e-4)
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(model_dir, tmp_path):
+    extra = {"bone.variant": "col", "checkpointing.every": 100, "schedule.warmup_steps": 2}
+    _, code = run(config(model_dir, tmp_path / "full", **extra))
+    assert code == 0
+    part = config(model_dir, tmp_path / "part", **extra)
+    trainer, code = run(part, stop_at=3)
+    assert code == 0 and trainer.step == 3
+    assert not (tmp_path / "part" / "adapter").exists()
+    assert [p.name for p in (tmp_path / "part" / "checkpoints").iterdir()] == ["step-000003"]
+    trainer, code = run(part, resume="latest")
+    assert code == 0 and trainer.step == 6
+    full, resumed = load_file(tmp_path / "full" / BLOCKS), load_file(tmp_path / "part" / BLOCKS)
+    assert full.keys() == resumed.keys()
+    assert all(torch.equal(full[k], resumed[k]) for k in full)  # bitwise
+    losses = lambda d: [json.loads(ln)["loss"] for ln in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert losses(tmp_path / "full") == losses(tmp_path / "part")
+
+
+def test_gradient_accumulation_matches_one_big_batch(model_dir, tmp_path):
+    big = run(config(model_dir, tmp_path / "a", **{"schedule.batch_size": 4, "schedule.grad_accum": 1}))
+    acc = run(config(model_dir, tmp_path / "b", **{"schedule.batch_size": 1, "schedule.grad_accum": 4}))
+    assert big[1] == acc[1] == 0
+    a, b = load_file(tmp_path / "a" / BLOCKS), load_file(tmp_path / "b" / BLOCKS)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+
+
+def test_gradient_checkpointing_gives_the_same_adapter(model_dir, tmp_path):
+    run(config(model_dir, tmp_path / "a", **{"schedule.max_steps": 3}))
+    run(config(model_dir, tmp_path / "b", **{"schedule.max_steps": 3, "model.gradient_checkpointing": True}))
+    a, b = load_file(tmp_path / "a" / BLOCKS), load_file(tmp_path / "b" / BLOCKS)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+
+
+def test_bf16_mixed_precision_trains(model_dir, tmp_path):
+    trainer, code = run(config(model_dir, tmp_path / "r", **{"schedule.precision": "bf16", "schedule.max_steps": 2}))
+    rows = [json.loads(ln) for ln in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert code == 0 and all(math.isfinite(r["loss"]) for r in rows)
+
+
+def test_existing_output_dir_needs_resume_or_overwrite(model_dir, tmp_path):
+    out = tmp_path / "run"
+    run(config(model_dir, out, **{"schedule.max_steps": 2}))
+    with pytest.raises(FileExistsError, match="--resume.*--overwrite"):
+        Trainer(config(model_dir, out)).setup()
+    trainer, code = run(config(model_dir, out, **{"schedule.max_steps": 1}), overwrite=True)
+    assert code == 0 and [p.name for p in (out / "checkpoints").iterdir()] == ["step-000001"]
+    stranger = tmp_path / "notes"
+    stranger.mkdir()
+    (stranger / "todo.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="does not look like a bone run"):
+        Trainer(config(model_dir, stranger), overwrite=True).setup()
+    assert (stranger / "todo.txt").read_text() == "mine"
+
+
+def test_resume_errors(model_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        Trainer(config(model_dir, tmp_path / "none"), resume="latest").setup()
+    out = tmp_path / "run"
+    run(config(model_dir, out), stop_at=2)
+    with pytest.raises(ConfigError, match=r"optim.lr: 0.001 -> 0.5"):
+        Trainer(config(model_dir, out, **{"optim.lr": 0.5}), resume="latest").setup()
+    with pytest.raises(ConfigError, match="schedule.grad_accum: 1 -> 2"):
+        Trainer(config(model_dir, out, **{"schedule.grad_accum": 2}), resume="latest").setup()
+    with pytest.raises(ConfigError, match="contradict"):
+        Trainer(config(model_dir, out), resume="latest", overwrite=True)
+
+
+def test_targets_that_do_not_fit_fail_before_writing(model_dir, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="q_proj"):  # the core lists the model's linear layers
+        Trainer(config(model_dir, out, **{"bone.target_modules": "[attention_dense]"})).setup()
+    with pytest.raises(ValueError, match="r=48"):
+        Trainer(config(model_dir, out, **{"bone.r": 48})).setup()
+    assert not out.exists()

@@ -1,0 +1,62 @@
+"""Tiny, offline building blocks for the pipeline tests: a BPE tokenizer trained in milliseconds,
+a 2-layer Llama (hidden 64) saved as a Hugging Face folder, and a small TrainConfig over them.
+
+tests/export and tests/test_cli.py put this folder on sys.path to import it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def build_tokenizer(vocab_size: int = 500):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from bone.data import arith
+    from bone.data.templates import ALPACA_PROMPT
+
+    texts = [ALPACA_PROMPT] + [r["question"] + " " + r["answer"] for r in arith.generate(200)]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  special_tokens=["<|endoftext|>", "<|im_end|>"])
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+
+
+def make_model_dir(path: Path, *, max_shard_size: str | None = None, dtype=None) -> Path:
+    """A tiny random Llama (2 layers, hidden 64) + tokenizer saved at `path` (safetensors)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = build_tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+                      tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg)
+    if dtype is not None:
+        model = model.to(dtype)
+    kw = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(path, **kw)
+    tok.save_pretrained(path)
+    return path
+
+
+def overrides(model_dir: Path, out_dir: Path, **extra) -> list[str]:
+    """key=value overrides of a fast tiny run (6 steps of 4 examples, r=8 on all seven projections)."""
+    base = {
+        "output_dir": out_dir, "model.path": model_dir, "data.train": "bundled:arith", "data.train_limit": 48,
+        "data.max_length": 128, "bone.r": 8, "optim.lr": 1e-3, "schedule.batch_size": 4, "schedule.max_steps": 6,
+        "checkpointing.every": 2, "logging.progress": False, "logging.tensorboard": False, "logging.plot": False,
+        "eval.after": False,
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def config(model_dir: Path, out_dir: Path, **extra):
+    from bone.train import load_config
+
+    return load_config(None, overrides(model_dir, out_dir, **extra))
