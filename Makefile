@@ -29,7 +29,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"
 
 demo: $(STAMP)
-	$(PY) -m bone train configs/demo.yaml --demo
+	$(PY) -m bone train configs/demo.yaml --overwrite
 
 bench: $(STAMP)
 	$(PY) -m bone.bench

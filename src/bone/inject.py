@@ -18,11 +18,12 @@ from .config import BoneConfig
 from .layer import BoneLinear, is_linear_like, linear_shape
 
 _LLAMA_LIKE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-DEFAULT_TARGETS: dict[str, list[str]] = {
+_RWKV = r".*\.(att\.(receptance|key|value|output)|ffn\.(key|value))"  # never RWKV-7's w1/w2, a1/a2, ...
+DEFAULT_TARGETS: dict[str, list[str] | str] = {
     **{t: _LLAMA_LIKE for t in ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text")},
     "gpt2": ["c_attn", "c_proj", "c_fc"],
-    "rwkv6": ["receptance", "key", "value", "output"],
-    "rwkv7": ["receptance", "key", "value", "output"],
+    "rwkv6": _RWKV,
+    "rwkv7": _RWKV,
 }
 _HEAD_NAMES = ("lm_head", "head", "embed_out", "output_layer")
 

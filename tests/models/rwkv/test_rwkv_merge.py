@@ -7,9 +7,9 @@ from bone.models.rwkv import load_rwkv, merge_pth
 from rwkv_testlib import VOCAB, make_x060, make_x070, official_logits
 
 
-def _adapter(pth, out_dir, variant, seed=0, r=16):
+def _adapter(pth, out_dir, variant, seed=0, r=16, targets=None):
     model = load_rwkv(pth)
-    bone.apply(model, bone.BoneConfig(r=r, variant=variant))
+    bone.apply(model, bone.BoneConfig(r=r, variant=variant, target_modules=targets))
     g = torch.Generator().manual_seed(seed)
     for _, layer in bone.bone_layers(model):
         layer.bone_block.data = 0.05 * torch.randn(layer.bone_block.shape, generator=g)
@@ -60,7 +60,7 @@ def test_adapter_of_another_model_is_refused(tmp_path):
     torch.save(make_x070(), tmp_path / "x070.pth")
     torch.save(make_x060(), tmp_path / "x060.pth")
     torch.save(make_x070(C=192), tmp_path / "wide.pth")
-    _adapter(tmp_path / "x060.pth", tmp_path / "a6", "col")  # adapts ffn.receptance, which x070 lacks
+    _adapter(tmp_path / "x060.pth", tmp_path / "a6", "col", targets=["receptance"])  # incl. ffn.receptance: x070 lacks it
     with pytest.raises(ValueError, match="ffn.receptance"):
         merge_pth(tmp_path / "x070.pth", tmp_path / "a6", tmp_path / "out.pth")
     _adapter(tmp_path / "wide.pth", tmp_path / "awide", "col")
