@@ -12,14 +12,17 @@ from pathlib import Path
 
 import torch
 
+from ..train.options import field_comments
 from . import measure, report, setups
 from .scale import scale_table
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bone bench", description=__doc__.split(";")[0])
+    notes = field_comments(setups.BenchConfig)
     for f in dataclasses.fields(setups.BenchConfig):
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=f.default)
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=f.default,
+                       help=f"{notes.get(f.name, '')} (default {f.default})")
     p.add_argument("--methods", default=",".join(setups.METHODS), help="comma-separated subset of: " + ", ".join(setups.METHODS))
     p.add_argument("--repeats", type=int, default=7, help="timed interleaved rounds (median reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first")

@@ -30,13 +30,13 @@ METHODS = {
 
 @dataclass
 class BenchConfig:
-    hidden: int = 512  # Llama hidden size
-    intermediate: int = 1408  # MLP width (a multiple of r and mini_r)
+    hidden: int = 1024  # Llama hidden size
+    intermediate: int = 2816  # MLP width (a multiple of r and mini_r)
     layers: int = 2  # decoder layers
-    heads: int = 8  # attention heads (no GQA: kv heads = heads)
+    heads: int = 16  # attention heads (no GQA: kv heads = heads)
     vocab: int = 1024  # vocabulary (small, so the frozen lm_head does not dominate)
     seq: int = 256  # tokens per sequence
-    batch: int = 4  # sequences per step
+    batch: int = 2  # sequences per step
     r: int = 64  # Bone / MiSS block size
     mini_r: int = 64  # mini's shard width
     lora_r: int = 32  # LoRA rank (PEFT's MiSS benchmark compares against r=32)
