@@ -72,6 +72,7 @@ def main() -> None:
     if rank == 0:
         torch.save(state, a.out / "optimizer.pt")
     if world > 1:
+        dist.barrier()  # rank 0 has written everything before any process tears gloo down
         dist.destroy_process_group()
 
 

@@ -56,6 +56,21 @@ def test_fsdp_two_processes_checkpoint_resume_match_one_process(model_dir, tmp_p
             torch.testing.assert_close(s2[m], s1[m], rtol=1e-4, atol=1e-9)
 
 
+@pytest.mark.integration
+def test_checkpoints_resume_across_fsdp_and_single_process(model_dir, tmp_path):
+    """An FSDP checkpoint (optimizer keyed by name) resumes in 1 process, and a 1-process one
+    (keyed by id) under FSDP; both end where 4 uninterrupted single-process steps end."""
+    worker(model_dir, tmp_path / "one", "--steps", 4)
+    worker(model_dir, tmp_path / "one2", "--steps", 2)
+    worker(model_dir, tmp_path / "two2", "--steps", 2, launcher=TORCHRUN)
+    worker(model_dir, tmp_path / "to_fsdp", "--steps", 4, "--first", 2, "--resume", tmp_path / "one2", launcher=TORCHRUN)
+    worker(model_dir, tmp_path / "to_one", "--steps", 4, "--first", 2, "--resume", tmp_path / "two2")
+    ref = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
+    for run in ("to_fsdp", "to_one"):
+        got = load_file(tmp_path / run / "adapter" / "adapter_model.safetensors")
+        assert max((ref[k] - got[k]).abs().max().item() for k in ref) < 1e-5, run
+
+
 @pytest.mark.parametrize("kind, fsdp2, message", [("DEEPSPEED", False, "DeepSpeed"), ("FSDP", False, "fsdp_version: 2")])
 def test_unsupported_launch_configs_are_refused(kind, fsdp2, message):
     with pytest.raises(ValueError, match=message):

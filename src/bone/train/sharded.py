@@ -97,11 +97,29 @@ def optimizer_state(model: nn.Module, optimizer) -> dict:
     return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
+def _keyed_by_name(model: nn.Module, optimizer, state: dict) -> dict:
+    """`state` with its parameter ids (plain `optimizer.state_dict()`) replaced by parameter names,
+    the keys `get_optimizer_state_dict` writes; a state already keyed by name is returned as is."""
+    saved_ids = [i for g in state["param_groups"] for i in g["params"]]
+    if all(isinstance(i, str) for i in saved_ids):
+        return state
+    names = {p: n.replace("_checkpoint_wrapped_module.", "") for n, p in model.named_parameters()}
+    current = [names[p] for g in optimizer.param_groups for p in g["params"]]
+    if len(current) != len(saved_ids):
+        raise ValueError(f"optimizer state holds {len(saved_ids)} parameters, this model trains {len(current)}")
+    by_id = dict(zip(saved_ids, current))
+    return {"state": {by_id[i]: v for i, v in state["state"].items()},
+            "param_groups": [{**g, "params": [by_id[i] for i in g["params"]]} for g in state["param_groups"]]}
+
+
 def load_optimizer_state(model: nn.Module, optimizer, state: dict) -> None:
-    """Inverse of `optimizer_state`: every process passes the full state read from the checkpoint."""
-    if not is_sharded(model):
+    """Inverse of `optimizer_state`; every process passes the full state read from the checkpoint.
+    Either layout (by id from unsharded runs, by name from FSDP runs) loads into either kind of run."""
+    by_name = any(isinstance(i, str) for g in state["param_groups"] for i in g["params"])
+    if not is_sharded(model) and not by_name:
         optimizer.load_state_dict(state)
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+    full_state = _keyed_by_name(model, optimizer, state)
+    set_optimizer_state_dict(model, optimizer, full_state, options=StateDictOptions(full_state_dict=True))
