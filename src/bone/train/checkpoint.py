@@ -2,7 +2,8 @@
 
 A checkpoint folder `checkpoints/step-000040/` holds
   adapter/          a bone.save directory (PEFT-loadable)
-  optimizer.pt      AdamW state dict          scheduler.pt   LR scheduler state dict
+  optimizer.pt      AdamW state dict (keyed by parameter name when written by FSDP processes)
+  scheduler.pt      LR scheduler state dict
   rng-rank{R}.pt    python / numpy / torch RNG states of process R
   state.json        step, epoch, step within the epoch, tokens seen, global batch, world size
   config.yaml       the run's TrainConfig
@@ -17,8 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from .. import bone_layers, read_adapter, save
 
 STEP_PREFIX = "step-"
 
@@ -76,10 +75,10 @@ def write_rank(tmp: Path, rank: int) -> None:
     torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")
 
 
-def write_main(tmp: Path, model, optimizer, scheduler, state: dict, config_yaml: str) -> None:
-    """The files every process shares: adapter, optimizer, scheduler, position, config."""
-    save(model, tmp / "adapter")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+def write_main(tmp: Path, optimizer_state: dict, scheduler, state: dict, config_yaml: str) -> None:
+    """The files every process shares besides the adapter (see sharded.save_adapter): optimizer
+    state (already gathered when sharded), scheduler, position, config."""
+    torch.save(optimizer_state, tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     (tmp / "config.yaml").write_text(config_yaml)
     (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
@@ -102,18 +101,6 @@ def commit(tmp: Path, root: Path, step: int, keep: int) -> Path:
 
 def read_state(ckpt: Path) -> dict:
     return json.loads((ckpt / "state.json").read_text())
-
-
-def load_blocks(model, adapter_dir: Path) -> None:
-    """Copy saved adapter blocks into a model that `bone.apply` prepared with the same config."""
-    _, blocks, _ = read_adapter(adapter_dir)
-    layers = dict(bone_layers(model))
-    if set(blocks) != set(layers):
-        missing, extra = sorted(set(layers) - set(blocks)), sorted(set(blocks) - set(layers))
-        raise ValueError(f"checkpoint {adapter_dir} does not fit this model: missing {missing[:4]}, unexpected {extra[:4]}")
-    with torch.no_grad():
-        for name, layer in layers.items():
-            layer.bone_block.copy_(blocks[name])
 
 
 def load_rank(ckpt: Path, rank: int) -> dict:

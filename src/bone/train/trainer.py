@@ -1,8 +1,9 @@
 """The `bone train` recipe: setup() -> train() -> evaluate(), on Hugging Face Accelerate.
 
 The same code runs one CPU process, or N processes (DDP) under `accelerate launch -m bone train ...`
-or `torchrun -m bone train ...`. FSDP / DeepSpeed configs are refused for now: checkpoints would
-need their sharded adapter and optimizer states gathered.
+or `torchrun -m bone train ...`, and FSDP2 (`fsdp_version: 2` in the Accelerate config): checkpoints
+then gather the sharded adapter blocks and AdamW state (see sharded.py) into the single-process
+layout. FSDP1 and DeepSpeed configs are refused with a message.
 
 Loss: each optimizer step sums token cross-entropy over every supervised token of the global batch
 (all micro-batches of all processes) and divides by their global count, so the gradient is the
@@ -21,9 +22,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .. import apply, disabled, merge, save, trainable_parameters
+from .. import apply, disabled, merge, trainable_parameters
 from ..config import DTYPES
 from . import checkpoint as ckpt
+from . import sharded
 from .config import TrainConfig
 from .monitor import Monitor, plot_loss
 from .options import ConfigError, load_config, render_yaml, to_dict
@@ -73,6 +75,17 @@ def _has_accelerator() -> bool:
     return torch.cuda.is_available() or (hasattr(torch, "accelerator") and torch.accelerator.is_available())
 
 
+def _check_distributed_type(acc) -> None:
+    """Refuse the Accelerate launch configs whose checkpoints bone cannot gather (FSDP1, DeepSpeed)."""
+    kind = acc.distributed_type.name
+    if kind == "DEEPSPEED":
+        raise ValueError("bone train does not support DeepSpeed launch configs (untested, and DeepSpeed is not a bone "
+                         "dependency); use FSDP2 (distributed_type: FSDP, fsdp_version: 2) or DDP (distributed_type: MULTI_GPU)")
+    if kind == "FSDP" and not acc.is_fsdp2:
+        raise ValueError("bone train supports FSDP only as FSDP2: set `fsdp_version: 2` under fsdp_config in the "
+                         "Accelerate config (or launch with plain DDP, distributed_type: MULTI_GPU)")
+
+
 def _count(m: dict) -> str:
     return f" ({m['correct']}/{m['n']})" if "correct" in m else ""
 
@@ -101,11 +114,7 @@ class Trainer:
         # without any accelerator, cpu=True is what lets Accelerate see a torchrun launch as multi-CPU (gloo)
         self.acc = acc = Accelerator(mixed_precision=precision, cpu=not _has_accelerator())
         self.is_main = acc.is_main_process
-        if acc.distributed_type.name in ("FSDP", "DEEPSPEED"):
-            raise ValueError(
-                f"bone train does not support {acc.distributed_type.name} launch configs yet (its checkpoints would "
-                f"save sharded adapter and optimizer states); launch with plain DDP (distributed_type: MULTI_GPU)"
-            )
+        _check_distributed_type(acc)
         self.resume_from = self._resolve_resume()  # checks the output folder before any heavy work
         acc.wait_for_everyone()  # every process has looked before the main one writes there
         set_seed(cfg.schedule.seed)
@@ -141,6 +150,7 @@ class Trainer:
             optimizer, partial(lr_factor, warmup=s.warmup_steps, total=self.total_steps, kind=s.scheduler)
         )
         self.model, self.optimizer = acc.prepare(model, optimizer)
+        self.params = trainable_parameters(acc.unwrap_model(self.model))  # FSDP2 replaced them by DTensor shards
         self.step, self.epoch, self.pos, self.tokens_seen = 0, 0, 0, 0
         if self.resume_from is not None:
             self._restore(self.resume_from)
@@ -188,8 +198,9 @@ class Trainer:
                 f"cannot resume {path}: global batch {state['global_batch']} was saved, this launch has "
                 f"{self.plan.global_batch} (same batch_size x grad_accum x processes needed)"
             )
-        ckpt.load_blocks(self.acc.unwrap_model(self.model), path / "adapter")
-        self.optimizer.load_state_dict(ckpt.load_torch(path / "optimizer.pt"))
+        model = self.acc.unwrap_model(self.model)
+        sharded.load_blocks(model, path / "adapter")
+        sharded.load_optimizer_state(model, self.optimizer.optimizer, ckpt.load_torch(path / "optimizer.pt"))
         self.scheduler.load_state_dict(ckpt.load_torch(path / "scheduler.pt"))
         ckpt.set_rng_state(ckpt.load_rank(path, self.acc.process_index))
         self.step, self.epoch, self.pos, self.tokens_seen = state["step"], state["epoch"], state["pos"], state["tokens"]
@@ -293,7 +304,7 @@ class Trainer:
                 if self.step % cfg.logging.every == 0 or self.step == self.total_steps:
                     row = {"epoch": self.epoch, "loss": loss, "lr": lr, "tokens": self.tokens_seen, "tokens_per_s": rate}
                     if grad_norm is not None:
-                        row["grad_norm"] = float(grad_norm)
+                        row["grad_norm"] = float(sharded.full(grad_norm))
                     monitor.log(self.step, row)
             stop = self._stop_everywhere(self.step == stop_at)
             if stop or self.step % cfg.checkpointing.every == 0 or self.step == self.total_steps:
@@ -325,10 +336,13 @@ class Trainer:
         tmp = root / f".{ckpt.STEP_PREFIX}{self.step:06d}.tmp"
         ckpt.write_rank(tmp, acc.process_index)
         final = ckpt.step_dir(root, self.step)
+        model = acc.unwrap_model(self.model)
+        sharded.save_adapter(model, tmp / "adapter", self.is_main)  # collective under FSDP
+        optimizer_state = sharded.optimizer_state(model, self.optimizer.optimizer)  # collective under FSDP
         if self.is_main:
             state = {"step": self.step, "epoch": self.epoch, "pos": self.pos, "tokens": self.tokens_seen,
                      "global_batch": self.plan.global_batch, "world_size": acc.num_processes}
-            ckpt.write_main(tmp, acc.unwrap_model(self.model), self.optimizer, self.scheduler, state, render_yaml(self.cfg) + "\n")
+            ckpt.write_main(tmp, optimizer_state, self.scheduler, state, render_yaml(self.cfg) + "\n")
         acc.wait_for_everyone()
         if self.is_main:
             ckpt.commit(tmp, root, self.step, self.cfg.checkpointing.keep)
@@ -337,12 +351,11 @@ class Trainer:
 
     def save_adapter(self) -> Path:
         """The final adapter at <output_dir>/adapter (a bone.save / PEFT directory), and loss.png."""
-        final = self.out / "adapter"
+        final, tmp = self.out / "adapter", self.out / ".adapter.tmp"
+        if self.is_main and tmp.exists():
+            shutil.rmtree(tmp)
+        sharded.save_adapter(self.acc.unwrap_model(self.model), tmp, self.is_main)  # collective under FSDP
         if self.is_main:
-            tmp = self.out / ".adapter.tmp"
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            save(self.acc.unwrap_model(self.model), tmp)
             if final.exists():
                 shutil.rmtree(final)
             tmp.replace(final)
@@ -358,6 +371,12 @@ class Trainer:
             return None
         if 0 < self.step < self.total_steps:
             raise RuntimeError("evaluate() runs before training starts or after it ends")
+        if sharded.is_sharded(self.acc.unwrap_model(self.model)):
+            if self.is_main:
+                print(f"held-out evaluation ({tag}) is skipped under FSDP (the model is sharded across processes); "
+                      f"run: bone eval --model {self.cfg.model.path} --adapter {self.out / 'adapter'} --data {self.cfg.data.eval} ...",
+                      flush=True)
+            return None
         metrics = None
         if self.is_main:
             from ..eval import gsm8k_eval, loss_eval, write_results
