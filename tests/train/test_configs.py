@@ -35,6 +35,14 @@ def test_paper_recipe_hyperparameters():
     assert multi.run_defining()["bone"] == cfg.run_defining()["bone"]
 
 
-def test_accelerate_config_is_valid_yaml():
-    acc = yaml.safe_load((Path(__file__).parents[2] / "configs" / "accelerate-4gpu.yaml").read_text())
+@pytest.mark.parametrize("name,kind", [("accelerate-4gpu.yaml", "MULTI_GPU"), ("accelerate-4gpu-fsdp2.yaml", "FSDP")])
+def test_accelerate_configs_load_in_accelerate(name, kind):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    path = Path(__file__).parents[2] / "configs" / name
+    acc = yaml.safe_load(path.read_text())
     assert acc["num_processes"] == 4 and acc["mixed_precision"] == "bf16"
+    cluster = ClusterConfig.from_yaml_file(str(path))
+    assert str(cluster.distributed_type).endswith(kind)
+    if kind == "FSDP":
+        assert cluster.fsdp_config["fsdp_version"] == 2
