@@ -12,7 +12,6 @@ import pytest
 from bone.cli import main
 from bone.train import TrainConfig
 
-sys.path.insert(0, str(Path(__file__).parent / "train"))
 import tiny  # noqa: E402
 
 ROOT = Path(__file__).parents[1]

@@ -1,13 +1,11 @@
 """Fixtures for the merge tests: a tiny Llama saved in several shards, and a trained-looking adapter."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "train"))
 import tiny  # noqa: E402
 
 

@@ -1,12 +1,9 @@
 """Session fixtures for the training tests: one tiny Llama folder shared by every test."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 import tiny  # noqa: E402
 
 

@@ -20,7 +20,7 @@ from rwkv_testlib import MAKERS  # noqa: E402  (tiny BlinkDL-layout checkpoints,
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tok")
-    build_tokenizer().save_pretrained(path)  # 500 ids <= the tiny checkpoints' 512 rows
+    build_tokenizer(500).save_pretrained(path)  # < 512 ids: fits the tiny checkpoints' 512 rows
     return path
 
 

@@ -1,27 +1,34 @@
 """Tiny, offline building blocks for the pipeline tests: a BPE tokenizer trained in milliseconds,
 a 2-layer Llama (hidden 64) saved as a Hugging Face folder, and a small TrainConfig over them.
 
-tests/export and tests/test_cli.py put this folder on sys.path to import it."""
+tests/conftest.py (pytest) puts this folder on sys.path, so any test can `import tiny`."""
 from __future__ import annotations
 
 from pathlib import Path
 
 
-def build_tokenizer(vocab_size: int = 500):
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def build_tokenizer(vocab_size: int = 1000):
+    """A tiny byte-level BPE tokenizer trained offline in milliseconds, with a ChatML template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     from bone.data import arith
     from bone.data.templates import ALPACA_PROMPT
 
-    texts = [ALPACA_PROMPT] + [r["question"] + " " + r["answer"] for r in arith.generate(200)]
+    texts = [ALPACA_PROMPT] + [r["question"] + " " + r["answer"] for r in arith.generate(300)]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  special_tokens=["<|endoftext|>", "<|im_end|>"])
+                                  special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
     tok.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast.chat_template = CHATML
+    return fast
 
 
 def make_model_dir(path: Path, *, max_shard_size: str | None = None, dtype=None) -> Path:
