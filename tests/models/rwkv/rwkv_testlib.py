@@ -26,6 +26,14 @@ def _norm(g, sd: dict, key: str, C: int) -> None:
     sd[f"{key}.bias"] = 0.1 * torch.randn(C, generator=g)
 
 
+def _block_norms(g, sd: dict, p: str, i: int, C: int) -> None:
+    """ln1, ln2 of block i (and ln0, the embedding norm, in block 0)."""
+    _norm(g, sd, p + "ln1", C)
+    _norm(g, sd, p + "ln2", C)
+    if i == 0:
+        _norm(g, sd, p + "ln0", C)
+
+
 def make_x070(n_layer=2, C=128, N=64, vocab=VOCAB, lora=(32, 16, 8, 24), seed=0, layer0_v=True) -> dict:
     """RWKV-7 keys and shapes as BlinkDL's RWKV-v7 train_temp model saves them."""
     g = torch.Generator().manual_seed(seed)
@@ -34,10 +42,7 @@ def make_x070(n_layer=2, C=128, N=64, vocab=VOCAB, lora=(32, 16, 8, 24), seed=0,
     sd = {"emb.weight": torch.randn(vocab, C, generator=g)}
     for i in range(n_layer):
         p = f"blocks.{i}."
-        _norm(g, sd, p + "ln1", C)
-        _norm(g, sd, p + "ln2", C)
-        if i == 0:
-            _norm(g, sd, p + "ln0", C)
+        _block_norms(g, sd, p, i, C)
         a = p + "att."
         for name in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"):
             sd[a + name] = torch.rand(1, 1, C, generator=g)
@@ -70,10 +75,7 @@ def make_x060(n_layer=2, C=128, N=64, vocab=VOCAB, mix=16, decay=24, seed=0) -> 
     sd = {"emb.weight": torch.randn(vocab, C, generator=g)}
     for i in range(n_layer):
         p = f"blocks.{i}."
-        _norm(g, sd, p + "ln1", C)
-        _norm(g, sd, p + "ln2", C)
-        if i == 0:
-            _norm(g, sd, p + "ln0", C)
+        _block_norms(g, sd, p, i, C)
         a = p + "att."
         for name in ("time_maa_x", "time_maa_w", "time_maa_k", "time_maa_v", "time_maa_r", "time_maa_g"):
             sd[a + name] = torch.rand(1, 1, C, generator=g)
