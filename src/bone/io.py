@@ -34,16 +34,19 @@ _PREFIX = "base_model.model."
 _PEFT_INIT = {"shard": True, "col": "bat", "mini": "mini", "row": "row"}
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) on a temporary file beside `path`, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call write(tmp_path) on a temporary file beside `path`, then rename it into place, so `path`
+    is either its old self or complete (the project's one way of writing a file)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise
+    return path
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -52,7 +55,7 @@ def _write_json(path: Path, data: dict) -> None:
             json.dump(data, f, indent=2, sort_keys=True)
             f.write("\n")
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
@@ -94,7 +97,7 @@ def save(model: nn.Module, path: str | os.PathLike) -> Path:
         raise FileExistsError(f"{path} exists and is not a directory")
     path.mkdir(parents=True, exist_ok=True)
     tensors = {f"{_PREFIX}{n}.miss_block": layer.bone_block.detach().contiguous().cpu() for n, layer in layers}
-    _atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     _write_json(path / CONFIG_FILE, peft_config_dict(cfg, [n for n, _ in layers], model))
     bone_meta = {"config": cfg.to_dict(), "transposed": sorted(n for n, layer in layers if layer.transposed)}
     _write_json(path / BONE_FILE, bone_meta)

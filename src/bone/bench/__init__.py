@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..io import atomic_write
 from ..train.options import field_comments
 from . import measure, report, setups
 from .scale import scale_table
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     report.write_json(args.out / "bench.json", result)
     report.write_png(args.out / "bench.png", result["rows"], title)
     text = f"{title}\n\n{md}\n\nTargets (issue 5):\n{tg}\n\n{scale}\n"
-    report.atomic_write(args.out / "bench.md", lambda tmp: Path(tmp).write_text(text))
+    atomic_write(args.out / "bench.md", lambda tmp: Path(tmp).write_text(text))
     print(text)
     print(f"wrote {args.out}/bench.json, bench.png, bench.md")
     return 0

@@ -2,23 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from ..io import atomic_write
+
 MIB = 1024 ** 2
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write via a temporary file in the same directory, then os.replace (no half-written file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def table(rows: dict[str, dict]) -> str:

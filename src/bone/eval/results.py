@@ -2,21 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from ..io import atomic_write
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def write_results(out_dir, metrics: dict, predictions: list[dict]) -> None:
@@ -26,5 +18,5 @@ def write_results(out_dir, metrics: dict, predictions: list[dict]) -> None:
     results = json.dumps(metrics, indent=2, sort_keys=True) + "\n"
     lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "predictions.jsonl", lines)
-    _atomic_write(out / "results.json", results)
+    _write_text(out / "predictions.jsonl", lines)
+    _write_text(out / "results.json", results)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from ...io import atomic_write
 from .config import RWKVConfig
 from .modeling import RWKVForCausalLM
 
@@ -128,15 +128,7 @@ def atomic_save(sd: dict[str, Tensor], path: str | os.PathLike) -> Path:
     """torch.save to a temporary file in the target folder, then os.replace (no half-written file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(sd, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: torch.save(sd, tmp))
 
 
 def save_pth(model: RWKVForCausalLM, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
