@@ -19,26 +19,25 @@ def slice_sum(x2: Tensor, r: int, dt: torch.dtype) -> Tensor:
     return s
 
 
-def add_tiled_(dx: Tensor, ds: Tensor) -> Tensor:
-    """dx `(T, in)` += ds `(T, r)` tiled along in (last tile cut); in place, returns dx."""
+def _tiled_(op, dx: Tensor, ds: Tensor) -> Tensor:
+    """dx `(T, in)` op= ds `(T, r)` tiled along in (last tile cut); in place, returns dx."""
     t, in_ = dx.shape
     r = ds.shape[1]
     k, rem = in_ // r, in_ % r
-    dx[:, :k * r].view(t, k, r).add_(ds[:, None, :].to(dx.dtype))
+    op(dx[:, :k * r].view(t, k, r), ds[:, None, :].to(dx.dtype))
     if rem:
-        dx[:, k * r:].add_(ds[:, :rem].to(dx.dtype))
+        op(dx[:, k * r:], ds[:, :rem].to(dx.dtype))
     return dx
+
+
+def add_tiled_(dx: Tensor, ds: Tensor) -> Tensor:
+    """dx += ds tiled along in (see `_tiled_`)."""
+    return _tiled_(Tensor.add_, dx, ds)
 
 
 def mul_tiled_(dx: Tensor, ds: Tensor) -> Tensor:
-    """dx `(T, in)` *= ds `(T, r)` tiled along in (last tile cut); in place, returns dx."""
-    t, in_ = dx.shape
-    r = ds.shape[1]
-    k, rem = in_ // r, in_ % r
-    dx[:, :k * r].view(t, k, r).mul_(ds[:, None, :].to(dx.dtype))
-    if rem:
-        dx[:, k * r:].mul_(ds[:, :rem].to(dx.dtype))
-    return dx
+    """dx *= ds tiled along in (see `_tiled_`)."""
+    return _tiled_(Tensor.mul_, dx, ds)
 
 
 def tiled_plus(wc: Tensor, mt: Tensor) -> Tensor:
