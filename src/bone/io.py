@@ -86,17 +86,25 @@ def peft_config_dict(cfg: BoneConfig, names: list[str], model: nn.Module | None 
     }
 
 
-def save(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write the model's adapter (only the blocks) as a PEFT-layout directory; returns the path."""
+def save(model: nn.Module, path: str | os.PathLike, blocks: dict[str, Tensor] | None = None) -> Path:
+    """Write the model's adapter (only the blocks) as a PEFT-layout directory; returns the path.
+
+    blocks: {module name: full block} to write instead of the layers' own `bone_block` (for
+    example blocks gathered from FSDP shards); it must name exactly the model's Bone layers."""
     layers = list(bone_layers(model))
     if not layers:
         raise ValueError("the model has no Bone adapters to save: call bone.apply or bone.load first")
+    if blocks is None:
+        blocks = {n: layer.bone_block for n, layer in layers}
+    elif set(blocks) != {n for n, _ in layers}:
+        raise ValueError(f"blocks must name exactly the model's Bone layers; differences: "
+                         f"{sorted(set(blocks) ^ {n for n, _ in layers})[:5]}")
     cfg: BoneConfig = model.bone_config
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{path} exists and is not a directory")
     path.mkdir(parents=True, exist_ok=True)
-    tensors = {f"{_PREFIX}{n}.miss_block": layer.bone_block.detach().contiguous().cpu() for n, layer in layers}
+    tensors = {f"{_PREFIX}{n}.miss_block": blocks[n].detach().contiguous().cpu() for n, _ in layers}
     atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     _write_json(path / CONFIG_FILE, peft_config_dict(cfg, [n for n, _ in layers], model))
     bone_meta = {"config": cfg.to_dict(), "transposed": sorted(n for n, layer in layers if layer.transposed)}

@@ -207,3 +207,14 @@ def test_load_overrides_only_non_math_fields(make_llama, saved):
     assert model.bone_config.fused is False
     with pytest.raises(ValueError, match=r"\['r'\] are fixed by the adapter file"):
         bone.load(make_llama(), saved, r=8)
+
+
+def test_save_with_given_blocks_and_wrong_names(make_llama, randomize, tmp_path):
+    model = randomize(bone.apply(make_llama(), bone.BoneConfig(r=16, variant="shard")))
+    given = {n: torch.full_like(layer.bone_block, 0.5) for n, layer in bone.bone_layers(model)}
+    bone.save(model, tmp_path / "a", blocks=given)
+    _, blocks, _ = bone.read_adapter(tmp_path / "a")
+    assert all(torch.equal(blocks[n], given[n]) for n in given)
+    with pytest.raises(ValueError, match="blocks must name exactly the model's Bone layers"):
+        bone.save(model, tmp_path / "b", blocks=dict(list(given.items())[1:]))
+    assert not (tmp_path / "b" / "adapter_model.safetensors").exists()

@@ -8,7 +8,6 @@ by N sharded processes has exactly the layout of a single-process one.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -41,20 +40,6 @@ def full_blocks(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-@contextmanager
-def _blocks_swapped(model: nn.Module, blocks: dict[str, torch.Tensor]):
-    """Temporarily register the given full tensors as the layers' `bone_block` (no forward may run inside)."""
-    layers = dict(bone_layers(model))
-    kept = {n: layer._parameters["bone_block"] for n, layer in layers.items()}
-    try:
-        for n, layer in layers.items():
-            layer._parameters["bone_block"] = nn.Parameter(blocks[n], requires_grad=False)
-        yield model
-    finally:
-        for n, layer in layers.items():
-            layer._parameters["bone_block"] = kept[n]
-
-
 def save_adapter(model: nn.Module, path: Path, is_main: bool) -> None:
     """`bone.save` of the full adapter at `path` (main process writes); collective when sharded."""
     if not is_sharded(model):
@@ -63,8 +48,7 @@ def save_adapter(model: nn.Module, path: Path, is_main: bool) -> None:
         return
     blocks = full_blocks(model)
     if is_main:
-        with _blocks_swapped(model, blocks):
-            save(model, path)
+        save(model, path, blocks=blocks)
 
 
 def load_blocks(model: nn.Module, adapter_dir: Path) -> None:
