@@ -7,6 +7,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..io import atomic_write
+
 
 class Monitor:
     """Main-process reporting. `log(step, metrics)` appends one JSON line per call."""
@@ -32,9 +34,8 @@ class Monitor:
         if not self.path.exists():
             return
         kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(ln + "\n" for ln in kept))
-        tmp.replace(self.path)
+        text = "".join(ln + "\n" for ln in kept)
+        atomic_write(self.path, lambda tmp: Path(tmp).write_text(text))
 
     def log(self, step: int, metrics: dict) -> None:
         with open(self.path, "a") as f:
