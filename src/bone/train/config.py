@@ -135,8 +135,12 @@ class TrainConfig:
     eval: EvalSection = field(default_factory=EvalSection)  # evaluation before/after training
 
     def run_defining(self) -> dict:
-        """The sections a resumed run must share with the checkpoint (everything that changes the math)."""
+        """What a resumed run must share with the checkpoint (everything that changes the math). The
+        split of the global batch into processes x batch_size x grad_accum may change (the trainer
+        checks the global batch), so a run can resume on another number of GPUs."""
         from .options import to_dict
 
         d = to_dict(self)
-        return {k: d[k] for k in ("model", "bone", "data", "optim", "schedule")}
+        out = {k: d[k] for k in ("model", "bone", "data", "optim", "schedule")}
+        out["schedule"] = {k: v for k, v in out["schedule"].items() if k not in ("batch_size", "grad_accum")}
+        return out

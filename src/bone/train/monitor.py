@@ -26,8 +26,8 @@ class Monitor:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard is optional
                 SummaryWriter = None
-            if SummaryWriter is not None:
-                self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+            if SummaryWriter is not None:  # a resumed run hides the events logged after its checkpoint
+                self.tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
 
     def _truncate_after(self, step: int) -> None:
         """A resumed run drops the lines logged after its checkpoint (they will be logged again)."""

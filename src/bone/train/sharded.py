@@ -1,10 +1,14 @@
-"""Checkpoint I/O that also works when the model is sharded with FSDP2 (`torch.distributed.fsdp.fully_shard`).
+"""Checkpoint I/O that also works when training state is sharded across processes.
 
-Under FSDP2 every parameter is a DTensor holding 1/N of its rows on each of N processes. A Bone
-adapter block (r, in) or (out, r) is then split across processes, and so are AdamW's `exp_avg` /
-`exp_avg_sq`. These helpers gather the full tensors for saving (collective: every process calls
-them; only the main process writes) and scatter them back when resuming, so a checkpoint written
-by N sharded processes has exactly the layout of a single-process one.
+- FSDP2 (`torch.distributed.fsdp.fully_shard`): every parameter is a DTensor holding 1/N of its
+  rows on each of N processes, and so are AdamW's `exp_avg` / `exp_avg_sq`.
+- DeepSpeed ZeRO (stages 1-3): the fp32 master copy of each trainable parameter and its AdamW
+  state live in flat partitions, 1/N per process (stage 3 partitions the model's parameters too).
+
+These helpers gather the full tensors for saving (collective: every process calls them, in the
+same order; only the main process writes) and scatter them back when resuming, so a checkpoint
+written by N sharded processes has exactly the layout of a single-process one, and resumes in any
+of the three kinds of run.
 """
 from __future__ import annotations
 
@@ -22,21 +26,39 @@ def _is_dtensor(t) -> bool:
     return isinstance(t, DTensor)
 
 
-def full(t: torch.Tensor) -> torch.Tensor:
-    """The whole tensor: all-gathers a DTensor (collective), returns any other tensor as is."""
-    return t.full_tensor() if _is_dtensor(t) else t
+def _is_zero(p) -> bool:
+    """True for a parameter DeepSpeed ZeRO manages: stages 1-2 link it to its fp32 fragment
+    (`_hp_mapping`), stage 3 also partitions the parameter itself (`ds_id`)."""
+    return hasattr(p, "_hp_mapping") or hasattr(p, "ds_id")
+
+
+def full(t):
+    """The whole tensor: all-gathers a DTensor or the fp32 master of a ZeRO parameter
+    (collective); returns anything else as is."""
+    if _is_dtensor(t):
+        return t.full_tensor()
+    if _is_zero(t):
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        return safe_get_full_fp32_param(t)
+    return t
 
 
 def is_sharded(model: nn.Module) -> bool:
-    """True when the model's adapter blocks are FSDP2 DTensor shards."""
-    return any(_is_dtensor(layer.bone_block) for _, layer in bone_layers(model))
+    """True when the adapter's training state is split across processes (FSDP2 or ZeRO)."""
+    return any(_is_dtensor(layer.bone_block) or _is_zero(layer.bone_block) for _, layer in bone_layers(model))
+
+
+def is_partitioned(model: nn.Module) -> bool:
+    """True when no process holds the whole model (FSDP2 or ZeRO stage 3): it cannot run alone."""
+    return any(_is_dtensor(p) or hasattr(p, "ds_id") for p in model.parameters())
 
 
 def full_blocks(model: nn.Module) -> dict[str, torch.Tensor]:
     """{module name: full adapter block on the CPU}; all-gathers DTensor shards (call on every process)."""
     out = {}
     for name, layer in bone_layers(model):
-        out[name] = full(layer.bone_block.detach()).cpu()
+        out[name] = full(layer.bone_block).detach().cpu()
     return out
 
 
@@ -64,11 +86,15 @@ def load_blocks(model: nn.Module, adapter_dir: Path) -> None:
     with torch.no_grad():
         for name, layer in layers.items():
             p, full = layer.bone_block, blocks[name]
-            if tuple(full.shape) != tuple(p.shape):
-                raise ValueError(f"checkpoint {adapter_dir}: block {name} has shape {tuple(full.shape)}, model has {tuple(p.shape)}")
+            shape = tuple(getattr(p, "ds_shape", p.shape))  # ZeRO-3 leaves an empty placeholder in the module
+            if tuple(full.shape) != shape:
+                raise ValueError(f"checkpoint {adapter_dir}: block {name} has shape {tuple(full.shape)}, model has {shape}")
             if _is_dtensor(p):
-                full = distribute_tensor(full.to(p.device, p.dtype), p.device_mesh, p.placements, src_data_rank=None)
-            p.copy_(full)
+                p.copy_(distribute_tensor(full.to(p.device, p.dtype), p.device_mesh, p.placements, src_data_rank=None))
+            elif _is_zero(p):
+                _set_zero_param(p, full)
+            else:
+                p.copy_(full)
 
 
 def optimizer_state(model: nn.Module, optimizer) -> dict:
@@ -76,19 +102,25 @@ def optimizer_state(model: nn.Module, optimizer) -> dict:
     name, on the main process (collective). Unsharded: plain `optimizer.state_dict()`."""
     if not is_sharded(model):
         return optimizer.state_dict()
+    if any(_is_zero(layer.bone_block) for _, layer in bone_layers(model)):
+        return _zero_optimizer_state(model, optimizer)
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
     return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def _keyed_by_name(model: nn.Module, optimizer, state: dict) -> dict:
+def _trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) of the trainable parameters (the adapter blocks), in module order."""
+    return [(n.replace("_checkpoint_wrapped_module.", ""), p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def _keyed_by_name(model: nn.Module, state: dict) -> dict:
     """`state` with its parameter ids (plain `optimizer.state_dict()`) replaced by parameter names,
     the keys `get_optimizer_state_dict` writes; a state already keyed by name is returned as is."""
     saved_ids = [i for g in state["param_groups"] for i in g["params"]]
     if all(isinstance(i, str) for i in saved_ids):
         return state
-    names = {p: n.replace("_checkpoint_wrapped_module.", "") for n, p in model.named_parameters()}
-    current = [names[p] for g in optimizer.param_groups for p in g["params"]]
+    current = [n for n, _ in _trainable(model)]  # the optimizer was built from these, in this order
     if len(current) != len(saved_ids):
         raise ValueError(f"optimizer state holds {len(saved_ids)} parameters, this model trains {len(current)}")
     by_id = dict(zip(saved_ids, current))
@@ -105,5 +137,76 @@ def load_optimizer_state(model: nn.Module, optimizer, state: dict) -> None:
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-    full_state = _keyed_by_name(model, optimizer, state)
+    full_state = _keyed_by_name(model, state)
+    if any(_is_zero(layer.bone_block) for _, layer in bone_layers(model)):
+        _set_zero_optimizer_state(model, optimizer, full_state)
+        return
     set_optimizer_state_dict(model, optimizer, full_state, options=StateDictOptions(full_state_dict=True))
+
+
+# ---------------------------------------------------------------- DeepSpeed ZeRO
+ADAM_KEYS = ("exp_avg", "exp_avg_sq")
+
+
+def _torch_optimizer(optimizer) -> torch.optim.Optimizer:
+    """The torch AdamW inside DeepSpeed's ZeRO optimizer; its parameters are the flat fp32 partitions."""
+    while not isinstance(optimizer, torch.optim.Optimizer):
+        optimizer = optimizer.optimizer
+    return optimizer
+
+
+def _set_zero_param(p: nn.Parameter, full: torch.Tensor) -> None:
+    """Set a ZeRO parameter everywhere it lives: the fp32 master copy the optimizer steps, and the
+    module's working copy (whole under stages 1-2, partitioned under stage 3). Collective."""
+    import deepspeed
+    from deepspeed.utils import safe_set_full_fp32_param
+
+    safe_set_full_fp32_param(p, full.to(p.device, torch.float32))
+    with deepspeed.zero.GatheredParameters([p], modifier_rank=0, enabled=hasattr(p, "ds_id")):
+        p.copy_(full.to(p.device, p.dtype))  # stage 3: rank 0's copy is scattered back on exit
+
+
+def _zero_optimizer_state(model: nn.Module, optimizer) -> dict:
+    """AdamW state gathered from ZeRO partitions, keyed by parameter name (collective)."""
+    from deepspeed.utils import safe_get_full_optimizer_state
+
+    inner = _torch_optimizer(optimizer)
+    steps = [s["step"] for s in inner.state.values() if "step" in s]
+    state = {}
+    for name, p in _trainable(model):
+        moments = {k: safe_get_full_optimizer_state(p, k) for k in ADAM_KEYS} if steps else {}
+        if all(v is not None for v in moments.values()) and moments:
+            state[name] = {"step": steps[0].detach().cpu().clone(), **{k: v.detach().cpu() for k, v in moments.items()}}
+    names = [n for n, _ in _trainable(model)]
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in inner.param_groups]
+    if len(groups) != 1:
+        raise ValueError(f"bone's ZeRO checkpoints expect one optimizer parameter group, found {len(groups)}")
+    return {"state": state, "param_groups": [{**groups[0], "params": names}]}
+
+
+def _set_zero_optimizer_state(model: nn.Module, optimizer, state: dict) -> None:
+    """Scatter a full AdamW state (keyed by name) into ZeRO's partitions. AdamW creates its state on
+    the first step, so the partitions' state is created here first, as AdamW would."""
+    from deepspeed.utils import safe_set_full_optimizer_state
+
+    inner = _torch_optimizer(optimizer)
+    if len(state["param_groups"]) != len(inner.param_groups):
+        raise ValueError(f"optimizer state has {len(state['param_groups'])} parameter groups, this run has {len(inner.param_groups)}")
+    for group, saved_group in zip(inner.param_groups, state["param_groups"]):  # lr and the other hyperparameters
+        group.update({k: v for k, v in saved_group.items() if k != "params"})
+    saved = state["state"]
+    if not saved:
+        return
+    step = next(iter(saved.values()))["step"]
+    # stage 3 hands its flat fp32 partitions to AdamW only while stepping; stages 1-2 leave them in param_groups
+    flats = getattr(optimizer, "fp32_partitioned_groups_flat", None) or [p for g in inner.param_groups for p in g["params"]]
+    for flat in flats:
+        inner.state[flat] = {"step": step.clone().to(torch.float32), **{k: torch.zeros_like(flat) for k in ADAM_KEYS}}
+    link = getattr(optimizer, "_lazy_init_hp_params_optimizer_state", None)  # stages 1-2 map fragments to the
+    if link is not None:                                                      # state once it exists (as their step does)
+        link()
+    for name, p in _trainable(model):
+        if name not in saved:
+            raise ValueError(f"optimizer state has no entry for {name}")
+        for k in ADAM_KEYS:
+            safe_set_full_optimizer_state(p, saved[name][k].to(p.device, torch.float32), k)

@@ -1,9 +1,9 @@
 """The `bone train` recipe: setup() -> train() -> evaluate(), on Hugging Face Accelerate.
 
 The same code runs one CPU process, or N processes (DDP) under `accelerate launch -m bone train ...`
-or `torchrun -m bone train ...`, and FSDP2 (`fsdp_version: 2` in the Accelerate config): checkpoints
-then gather the sharded adapter blocks and AdamW state (see sharded.py) into the single-process
-layout. FSDP1 and DeepSpeed configs are refused with a message.
+or `torchrun -m bone train ...`, FSDP2 (`fsdp_version: 2` in the Accelerate config) and DeepSpeed
+ZeRO 1-3 (`distributed_type: DEEPSPEED`): checkpoints then gather the sharded adapter blocks and
+AdamW state (see sharded.py) into the single-process layout. FSDP1 configs are refused.
 
 Loss: each optimizer step sums token cross-entropy over every supervised token of the global batch
 (all micro-batches of all processes) and divides by their global count, so the gradient is the
@@ -75,12 +75,20 @@ def _has_accelerator() -> bool:
     return torch.cuda.is_available() or (hasattr(torch, "accelerator") and torch.accelerator.is_available())
 
 
+def _deepspeed_launch() -> bool:
+    """True under `accelerate launch` with a DeepSpeed config (Accelerate's launcher sets this flag)."""
+    from accelerate.utils import parse_flag_from_env
+
+    return parse_flag_from_env("ACCELERATE_USE_DEEPSPEED")
+
+
 def _check_distributed_type(acc) -> None:
-    """Refuse the Accelerate launch configs whose checkpoints bone cannot gather (FSDP1, DeepSpeed)."""
+    """Refuse the Accelerate launch configs bone cannot run (FSDP1; ZeRO-3 with zero.Init loading)."""
     kind = acc.distributed_type.name
-    if kind == "DEEPSPEED":
-        raise ValueError("bone train does not support DeepSpeed launch configs (untested, and DeepSpeed is not a bone "
-                         "dependency); use FSDP2 (distributed_type: FSDP, fsdp_version: 2) or DDP (distributed_type: MULTI_GPU)")
+    if kind == "DEEPSPEED" and acc.state.deepspeed_plugin.zero3_init_flag:
+        raise ValueError("bone train needs every process to load the whole base model before bone.apply: set "
+                         "`zero3_init_flag: false` under deepspeed_config in the Accelerate config (ZeRO-3 then "
+                         "partitions the model when training starts)")
     if kind == "FSDP" and not acc.is_fsdp2:
         raise ValueError("bone train supports FSDP only as FSDP2: set `fsdp_version: 2` under fsdp_config in the "
                          "Accelerate config (or launch with plain DDP, distributed_type: MULTI_GPU)")
@@ -103,6 +111,7 @@ class Trainer:
     # ---------------------------------------------------------------- setup
     def setup(self) -> "Trainer":
         from accelerate import Accelerator
+        from accelerate.utils import InitProcessGroupKwargs
         from accelerate.utils import set_seed
 
         from ..data import load_records, to_examples, tokenize_examples
@@ -111,8 +120,12 @@ class Trainer:
         cfg = self.cfg
         precision = "bf16" if cfg.schedule.precision == "bf16" else "no"
         _forget_single_process_state(precision)
-        # without any accelerator, cpu=True is what lets Accelerate see a torchrun launch as multi-CPU (gloo)
-        self.acc = acc = Accelerator(mixed_precision=precision, cpu=not _has_accelerator())
+        # without any accelerator, cpu=True is what lets Accelerate see a torchrun launch as multi-CPU (gloo);
+        # DeepSpeed on CPUs (its CPU accelerator) is told to use gloo instead
+        cpu_only, deepspeed = not _has_accelerator(), _deepspeed_launch()
+        self.acc = acc = Accelerator(mixed_precision=precision, cpu=cpu_only and not deepspeed,
+                                     gradient_accumulation_steps=cfg.schedule.grad_accum,
+                                     kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")] if cpu_only and deepspeed else None)
         self.is_main = acc.is_main_process
         _check_distributed_type(acc)
         self.resume_from = self._resolve_resume()  # checks the output folder before any heavy work
@@ -149,19 +162,30 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, partial(lr_factor, warmup=s.warmup_steps, total=self.total_steps, kind=s.scheduler)
         )
+        if acc.distributed_type.name == "DEEPSPEED":
+            self._fill_deepspeed_config()
         self.model, self.optimizer = acc.prepare(model, optimizer)
         self.params = trainable_parameters(acc.unwrap_model(self.model))  # FSDP2 replaced them by DTensor shards
         self.step, self.epoch, self.pos, self.tokens_seen = 0, 0, 0, 0
         if self.resume_from is not None:
             self._restore(self.resume_from)
-        elif self.is_main:
-            if self.overwrite and self.out.exists():
-                shutil.rmtree(self.out)
+        elif self.is_main and self.overwrite and self.out.exists():
+            shutil.rmtree(self.out)
+        if self.is_main and not (self.out / "config.yaml").is_file():  # a fresh run, or one resumed into a new folder
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(render_yaml(cfg) + "\n")
         acc.wait_for_everyone()
         self._report_setup()
         return self
+
+    def _fill_deepspeed_config(self) -> None:
+        """bone's config decides batch, accumulation and clipping; DeepSpeed's config gets them."""
+        s, acc = self.cfg.schedule, self.acc
+        ds = acc.state.deepspeed_plugin.deepspeed_config
+        ds.update(train_micro_batch_size_per_gpu=s.batch_size, gradient_accumulation_steps=s.grad_accum,
+                  train_batch_size=s.batch_size * s.grad_accum * acc.num_processes,
+                  gradient_clipping=self.cfg.optim.max_grad_norm or 0.0)
+        ds.setdefault("zero_allow_untested_optimizer", True)  # torch's AdamW, which bone's checkpoints describe
 
     def _resolve_resume(self) -> Path | None:
         """The checkpoint to resume from, after checking the output folder; errors before any work."""
@@ -188,9 +212,9 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         saved = load_config(path / "config.yaml")
-        if saved.run_defining() != self.cfg.run_defining():
-            a, b = to_dict(saved), to_dict(self.cfg)
-            diff = [f"{s}.{k}: {a[s][k]!r} -> {b[s][k]!r}" for s in saved.run_defining() for k in a[s] if a[s][k] != b[s][k]]
+        a, b = saved.run_defining(), self.cfg.run_defining()
+        if a != b:
+            diff = [f"{s}.{k}: {a[s][k]!r} -> {b[s][k]!r}" for s in a for k in a[s] if a[s][k] != b[s][k]]
             raise ConfigError(f"cannot resume {path}: the config differs from the checkpoint's in {diff}")
         state = ckpt.read_state(path)
         if state["global_batch"] != self.plan.global_batch:
@@ -202,24 +226,43 @@ class Trainer:
         sharded.load_blocks(model, path / "adapter")
         sharded.load_optimizer_state(model, self.optimizer.optimizer, ckpt.load_torch(path / "optimizer.pt"))
         self.scheduler.load_state_dict(ckpt.load_torch(path / "scheduler.pt"))
-        ckpt.set_rng_state(ckpt.load_rank(path, self.acc.process_index))
+        if state.get("world_size", self.acc.num_processes) == self.acc.num_processes:
+            ckpt.set_rng_state(ckpt.load_rank(path, self.acc.process_index))
+        else:  # data order and gradients still continue exactly; only random draws (dropout) start afresh
+            from accelerate.utils import set_seed
+
+            set_seed(self.cfg.schedule.seed + state["step"], device_specific=True)
+            if self.is_main:
+                print(f"note: {path} was saved by {state['world_size']} process(es), this launch has "
+                      f"{self.acc.num_processes}: RNG streams (dropout masks) are re-seeded", flush=True)
         self.step, self.epoch, self.pos, self.tokens_seen = state["step"], state["epoch"], state["pos"], state["tokens"]
 
     def _report_setup(self) -> None:
         if not self.is_main:
             return
         st = self.train_set.stats
-        n_params = sum(p.numel() for p in self.params)
+        n_params = sum(getattr(p, "ds_numel", p.numel()) for p in self.params)  # ZeRO-3 leaves placeholders
         print(
             f"bone train: {self.cfg.model.path} + Bone-{self.cfg.bone.variant} r={self.cfg.bone.r}: "
             f"{len(self.params)} adapted layers, {n_params:,} trainable parameters\n"
             f"data: {st['kept']} examples ({st['truncated']} truncated to {self.cfg.data.max_length} tokens, "
             f"{st['dropped']} dropped) in {st['rows']} {'packed ' if self.cfg.data.packing else ''}rows, "
             f"{st['supervised_tokens']:,} supervised tokens\n"
-            f"steps: {self.total_steps} (global batch {self.plan.global_batch} on {self.acc.num_processes} process(es))"
+            f"steps: {self.total_steps} (global batch {self.plan.global_batch} on {self.acc.num_processes} process(es), "
+            f"{self._parallelism()})"
             + (f", resuming at step {self.step} from {self.resume_from}" if self.resume_from else ""),
             flush=True,
         )
+
+    def _parallelism(self) -> str:
+        """How the launch splits the work, e.g. "DDP", "FSDP2, model partitioned", "DeepSpeed ZeRO-2"."""
+        kind = self.acc.distributed_type.name
+        text = {"NO": "single process", "FSDP": "FSDP2"}.get(kind, "DDP")
+        if kind == "DEEPSPEED":
+            text = f"DeepSpeed ZeRO-{self.acc.state.deepspeed_plugin.zero_stage}"
+        if sharded.is_partitioned(self.acc.unwrap_model(self.model)):
+            text += ", model partitioned"
+        return text
 
     # ---------------------------------------------------------------- run
     def run(self, stop_at: int | None = None) -> int:
@@ -284,14 +327,15 @@ class Trainer:
                                   float(sum(b["attention_mask"].sum() for b in batches))], device=device)
             supervised, tokens = acc.reduce(local, reduction="sum").tolist()
             loss_sum = torch.zeros((), device=device)
-            for k, batch in enumerate(batches):
-                with acc.no_sync(self.model) if k < len(batches) - 1 else nullcontext():
+            for batch in batches:  # accumulate(): gradients sync (and DeepSpeed steps) on the last micro-batch
+                with acc.accumulate(self.model):
                     part = token_loss_sum(self.model, batch)
-                    acc.backward(part * world / max(supervised, 1.0))
+                    # backward divides by the accumulation count and DDP/FSDP/ZeRO average over processes
+                    acc.backward(part * world * len(batches) / max(supervised, 1.0))
                 loss_sum += part.detach()
             grad_norm = acc.clip_grad_norm_(self.params, cfg.optim.max_grad_norm) if cfg.optim.max_grad_norm else None
             lr = self.scheduler.get_last_lr()[0]
-            self.optimizer.step()
+            self.optimizer.step()  # a no-op under DeepSpeed, whose engine stepped in backward()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step, self.pos = self.step + 1, self.pos + 1
@@ -337,8 +381,8 @@ class Trainer:
         ckpt.write_rank(tmp, acc.process_index)
         final = ckpt.step_dir(root, self.step)
         model = acc.unwrap_model(self.model)
-        sharded.save_adapter(model, tmp / "adapter", self.is_main)  # collective under FSDP
-        optimizer_state = sharded.optimizer_state(model, self.optimizer.optimizer)  # collective under FSDP
+        sharded.save_adapter(model, tmp / "adapter", self.is_main)  # collective when sharded
+        optimizer_state = sharded.optimizer_state(model, self.optimizer.optimizer)  # collective when sharded
         if self.is_main:
             state = {"step": self.step, "epoch": self.epoch, "pos": self.pos, "tokens": self.tokens_seen,
                      "global_batch": self.plan.global_batch, "world_size": acc.num_processes}
@@ -354,7 +398,7 @@ class Trainer:
         final, tmp = self.out / "adapter", self.out / ".adapter.tmp"
         if self.is_main and tmp.exists():
             shutil.rmtree(tmp)
-        sharded.save_adapter(self.acc.unwrap_model(self.model), tmp, self.is_main)  # collective under FSDP
+        sharded.save_adapter(self.acc.unwrap_model(self.model), tmp, self.is_main)  # collective when sharded
         if self.is_main:
             if final.exists():
                 shutil.rmtree(final)
@@ -371,9 +415,9 @@ class Trainer:
             return None
         if 0 < self.step < self.total_steps:
             raise RuntimeError("evaluate() runs before training starts or after it ends")
-        if sharded.is_sharded(self.acc.unwrap_model(self.model)):
+        if sharded.is_partitioned(self.acc.unwrap_model(self.model)):
             if self.is_main:
-                print(f"held-out evaluation ({tag}) is skipped under FSDP (the model is sharded across processes); "
+                print(f"held-out evaluation ({tag}) is skipped under FSDP / ZeRO-3 (the model is split across processes); "
                       f"run: bone eval --model {self.cfg.model.path} --adapter {self.out / 'adapter'} --data {self.cfg.data.eval} ...",
                       flush=True)
             return None

@@ -1,0 +1,111 @@
+"""DeepSpeed ZeRO through the real `accelerate launch` on 2 CPU processes (DeepSpeed's CPU
+accelerator over gloo): ZeRO-3 with every parameter partitioned, interrupted and resumed, ends
+where one uninterrupted process ends; checkpoints have the single-process layout and resume across
+kinds of launch (ZeRO -> 1 process, 1 process -> ZeRO-2)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bone.train.trainer import _check_distributed_type
+from tiny import overrides
+
+pytest.importorskip("deepspeed")
+
+SRC = str(Path(__file__).parents[2] / "src")
+ENV = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+BLOCKS = "adapter/adapter_model.safetensors"
+COMMON = {"schedule.max_steps": 4, "bone.variant": "col"}  # clipping at 1.0 is active (grad norms ~1.6)
+
+
+def launch_config(tmp_path: Path, stage: int) -> Path:
+    """An Accelerate config for 2 processes; ZeRO-3 through a DeepSpeed JSON that partitions even
+    the tiny adapter blocks (persistence threshold 0), as a 7B model's blocks would be."""
+    ds = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
+          "zero_optimization": {"stage": stage, "stage3_param_persistence_threshold": 0}}
+    (tmp_path / f"zero{stage}.json").write_text(json.dumps(ds))
+    cfg = tmp_path / f"zero{stage}.yaml"
+    cfg.write_text(f"distributed_type: DEEPSPEED\ndeepspeed_config:\n  deepspeed_config_file: {tmp_path / f'zero{stage}.json'}\n"
+                   "  zero3_init_flag: false\nnum_machines: 1\nnum_processes: 2\nmachine_rank: 0\nuse_cpu: false\n")
+    return cfg
+
+
+def bone_train(*args, accelerate_config=None):
+    launcher = ("-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)) if accelerate_config else ()
+    r = subprocess.run([sys.executable, *launcher, "-m", "bone", "train", *map(str, args)], env=ENV,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    return r.stdout
+
+
+def max_diff(a: Path, b: Path) -> float:
+    x, y = load_file(a / BLOCKS), load_file(b / BLOCKS)
+    assert x.keys() == y.keys() and max(v.abs().max().item() for v in x.values()) > 1e-3
+    return max((x[k] - y[k]).abs().max().item() for k in x)
+
+
+@pytest.mark.integration
+def test_zero3_resumed_and_cross_launch_resumes_match_one_process(model_dir, tmp_path):
+    one = tmp_path / "one"
+    bone_train(*overrides(model_dir, one, **COMMON, **{"schedule.batch_size": 4}))
+    zero3 = launch_config(tmp_path, 3)
+    z = tmp_path / "z3"
+    split = {**COMMON, "schedule.batch_size": 1, "schedule.grad_accum": 2}  # global batch 4 = 2 processes x 1 x 2
+    out = bone_train(*overrides(model_dir, z, **split), "--stop-at", 2, accelerate_config=zero3)
+    assert "global batch 4 on 2 process(es), DeepSpeed ZeRO-3, model partitioned" in out
+    assert "8,192 trainable parameters" in out  # counted from ZeRO-3's partitioned blocks
+    out = bone_train(*overrides(model_dir, z, **split), "--resume", accelerate_config=zero3)
+    assert f"resuming at step 2 from {z / 'checkpoints' / 'step-000002'}" in out
+    diff = max_diff(one, z)
+    print(f"ZeRO-3, 2 processes, stopped at step 2 and resumed, vs 1 process: adapter max |diff| = {diff:.2e}")
+    assert diff < 1e-5
+
+    ckpt = z / "checkpoints" / "step-000004"
+    ours, ref = (torch.load(d / "optimizer.pt", weights_only=True) for d in (ckpt, one / "checkpoints" / "step-000004"))
+    assert list(ours["state"]) == [f"{n}.bone_block" for n in module_order(model_dir, one)]  # by name, in order
+    for s1, s2 in zip((ref["state"][i] for i in sorted(ref["state"])), ours["state"].values()):
+        assert float(s2["step"]) == 4.0
+        for k in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(s2[k], s1[k], rtol=1e-4, atol=1e-9)
+    assert ours["param_groups"][0]["lr"] == pytest.approx(ref["param_groups"][0]["lr"])
+
+    # a ZeRO-3 checkpoint resumes in one process, and a one-process checkpoint under ZeRO-2
+    to_one = tmp_path / "to_one"
+    out = bone_train(*overrides(model_dir, to_one, **COMMON, **{"schedule.batch_size": 4, "schedule.grad_accum": 1}),
+                     "--resume", z / "checkpoints" / "step-000002")
+    assert "saved by 2 process(es), this launch has 1" in out
+    to_zero2 = tmp_path / "to_zero2"
+    out = bone_train(*overrides(model_dir, to_zero2, **COMMON, **{"schedule.batch_size": 2}),
+                     "--resume", one / "checkpoints" / "step-000002", accelerate_config=launch_config(tmp_path, 2))
+    assert "DeepSpeed ZeRO-2)" in out
+    for run in (to_one, to_zero2):
+        diff = max_diff(one, run)
+        print(f"{run.name}: adapter max |diff| vs 1 process = {diff:.2e}")
+        assert diff < 1e-5
+
+
+def module_order(model_dir: Path, run: Path) -> list[str]:
+    """The Bone layers' names in the model's module order (the order of the trainable parameters)."""
+    from transformers import AutoModelForCausalLM
+
+    import bone
+
+    _, blocks, _ = bone.read_adapter(run / "adapter")
+    return [n for n, _ in AutoModelForCausalLM.from_pretrained(model_dir).named_modules() if n in blocks]
+
+
+def test_zero3_init_flag_is_refused_with_the_fix():
+    plugin = SimpleNamespace(zero3_init_flag=True, zero_stage=3)
+    acc = SimpleNamespace(distributed_type=SimpleNamespace(name="DEEPSPEED"), is_fsdp2=False, state=SimpleNamespace(deepspeed_plugin=plugin))
+    with pytest.raises(ValueError, match="zero3_init_flag: false"):
+        _check_distributed_type(acc)
+    plugin.zero3_init_flag = False
+    _check_distributed_type(acc)
