@@ -35,7 +35,8 @@ def test_paper_recipe_hyperparameters():
     assert multi.run_defining()["bone"] == cfg.run_defining()["bone"]
 
 
-@pytest.mark.parametrize("name,kind", [("accelerate-4gpu.yaml", "MULTI_GPU"), ("accelerate-4gpu-fsdp2.yaml", "FSDP")])
+@pytest.mark.parametrize("name,kind", [("accelerate-4gpu.yaml", "MULTI_GPU"), ("accelerate-4gpu-fsdp2.yaml", "FSDP"),
+                                       ("accelerate-4gpu-zero3.yaml", "DEEPSPEED")])
 def test_accelerate_configs_load_in_accelerate(name, kind):
     from accelerate.commands.config.config_args import ClusterConfig
 
@@ -46,3 +47,5 @@ def test_accelerate_configs_load_in_accelerate(name, kind):
     assert str(cluster.distributed_type).endswith(kind)
     if kind == "FSDP":
         assert cluster.fsdp_config["fsdp_version"] == 2
+    if kind == "DEEPSPEED":  # bone.apply needs the whole base model in every process before ZeRO-3 partitions it
+        assert cluster.deepspeed_config["zero_stage"] == 3 and cluster.deepspeed_config["zero3_init_flag"] is False
