@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from tiny import overrides
@@ -22,25 +23,16 @@ SRC = str(Path(__file__).parents[2] / "src")
 ENV = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
 SHIM = str(Path(__file__).with_name("accelerate_cpu_fsdp.py"))
 
-FSDP2_CONFIG = """\
-compute_environment: LOCAL_MACHINE
-distributed_type: FSDP
-fsdp_config:
-  fsdp_version: 2
-  fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP
-  fsdp_reshard_after_forward: true
-  fsdp_offload_params: false
-  fsdp_cpu_ram_efficient_loading: false
-  fsdp_activation_checkpointing: false
-num_machines: 1
-num_processes: 2
-machine_rank: 0
-main_process_port: 0
-mixed_precision: 'no'
-rdzv_backend: static
-same_network: true
-use_cpu: false
-"""
+SHIPPED = Path(__file__).parents[2] / "configs" / "accelerate-4gpu-fsdp2.yaml"
+
+
+def fsdp2_config(path: Path) -> Path:
+    """The shipped FSDP2 launch config, on 2 processes, fp32 (as the 1-process reference), any free port."""
+    cfg = yaml.safe_load(SHIPPED.read_text())
+    assert cfg["distributed_type"] == "FSDP" and cfg["fsdp_config"]["fsdp_version"] == 2
+    cfg.update(num_processes=2, mixed_precision="no", main_process_port=0)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
 
 
 def run(cmd: list, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -55,8 +47,7 @@ def files(d: Path) -> list[str]:
 
 @pytest.mark.integration
 def test_accelerate_fsdp2_launch_resumed_matches_one_process(model_dir, tmp_path):
-    config = tmp_path / "fsdp2.yaml"
-    config.write_text(FSDP2_CONFIG)
+    config = fsdp2_config(tmp_path / "fsdp2.yaml")
     one, two = tmp_path / "one", tmp_path / "fsdp"
     run(["-m", "bone", "train", *overrides(model_dir, one, **{"schedule.max_steps": 4, "schedule.batch_size": 4})])
     args = overrides(model_dir, two, **{"schedule.max_steps": 4, "schedule.batch_size": 1, "schedule.grad_accum": 2})
