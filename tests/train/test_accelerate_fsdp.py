@@ -74,8 +74,10 @@ def test_accelerate_fsdp2_launch_resumed_matches_one_process(model_dir, tmp_path
     print(f"accelerate FSDP2 2-process (stopped at 2, resumed) vs 1-process adapter: max |diff| = {diff:.3e} "
           f"(max |block| = {scale:.3e})")
     assert scale > 1e-3 and diff < 1e-5
-    losses = [[json.loads(ln)["loss"] for ln in (d / "metrics.jsonl").read_text().splitlines()] for d in (one, two)]
-    assert len(losses[1]) == 4 and losses[0] == pytest.approx(losses[1], abs=1e-5)
+    rows = [[json.loads(ln) for ln in (d / "metrics.jsonl").read_text().splitlines()] for d in (one, two)]
+    assert [r["step"] for r in rows[1]] == [1, 2, 3, 4]
+    for key in ("loss", "grad_norm"):  # grad_norm: Accelerate's clip_grad_norm_ over DTensor gradients
+        assert [r[key] for r in rows[1]] == pytest.approx([r[key] for r in rows[0]], rel=1e-5)
     for s1, s2 in zip((ref_opt[i] for i in sorted(ref_opt)), state.values()):  # both in module order
         assert float(s1["step"]) == float(s2["step"]) == 4.0
         for m in ("exp_avg", "exp_avg_sq"):
