@@ -1,8 +1,8 @@
 """FSDP2 on 2 CPU processes (gloo): checkpoints gather the sharded adapter blocks and AdamW state
 into the single-process layout, resuming scatters them back, and the result matches 1 process at
-the same global batch. Accelerate 1.15 maps every CPU launch to MULTI_CPU (DDP), so the worker
-shards with torch's `fully_shard` itself; the gather / save / restore code is bone.train.sharded,
-the same the trainer calls under an Accelerate FSDP2 launch."""
+the same global batch. The worker shards with torch's `fully_shard` itself; the gather / save /
+restore code is bone.train.sharded, the same the trainer calls under an Accelerate FSDP2 launch
+(test_accelerate_fsdp.py runs that launch end to end)."""
 from __future__ import annotations
 
 import os
