@@ -110,7 +110,9 @@ def train_main(argv: list[str]) -> int:
     from .train.trainer import Trainer
 
     trainer = Trainer(cfg, resume=args["resume"], overwrite=args["overwrite"]).setup()
-    return trainer.run(stop_at=args["stop_at"])
+    code = trainer.run(stop_at=args["stop_at"])
+    trainer.leave_gloo(code)  # returns unless this is one of several CPU (gloo) processes
+    return code
 
 
 def eval_main(argv: list[str]) -> int:

@@ -27,10 +27,11 @@ SHIPPED = Path(__file__).parents[2] / "configs" / "accelerate-4gpu-fsdp2.yaml"
 
 
 def fsdp2_config(path: Path) -> Path:
-    """The shipped FSDP2 launch config, on 2 processes, fp32 (as the 1-process reference), any free port."""
+    """The shipped FSDP2 launch config, on 2 processes, any free port. It keeps its mixed_precision: bf16,
+    which bone ignores with a note (schedule.precision, fp32 here as in the 1-process reference, decides)."""
     cfg = yaml.safe_load(SHIPPED.read_text())
-    assert cfg["distributed_type"] == "FSDP" and cfg["fsdp_config"]["fsdp_version"] == 2
-    cfg.update(num_processes=2, mixed_precision="no", main_process_port=0)
+    assert cfg["distributed_type"] == "FSDP" and cfg["fsdp_config"]["fsdp_version"] == 2 and cfg["mixed_precision"] == "bf16"
+    cfg.update(num_processes=2, main_process_port=0)
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -53,7 +54,8 @@ def test_accelerate_fsdp2_launch_resumed_matches_one_process(model_dir, tmp_path
     args = overrides(model_dir, two, **{"schedule.max_steps": 4, "schedule.batch_size": 1, "schedule.grad_accum": 2})
     launch = ["-m", "accelerate.commands.launch", "--config_file", config, SHIM, "train", *args]
     first = run([*launch, "--stop-at", "2"])
-    assert "global batch 4 on 2 process(es)" in first.stdout and "stopped by stop_at=2 after step 2" in first.stdout
+    assert "global batch 4 on 2 process(es), FSDP2, model partitioned)" in first.stdout and "stopped by stop_at=2 after step 2" in first.stdout
+    assert "mixed_precision=bf16 is not used: bone's schedule.precision (fp32) decides" in first.stdout
     rest = run([*launch, "--resume"])
     assert "resuming at step 2" in rest.stdout
 

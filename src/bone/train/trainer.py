@@ -12,8 +12,10 @@ same whatever the split into processes and accumulation steps.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import signal
+import sys
 import time
 from contextlib import nullcontext
 from functools import partial
@@ -128,6 +130,10 @@ class Trainer:
                                      kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")] if cpu_only and deepspeed else None)
         self.is_main = acc.is_main_process
         _check_distributed_type(acc)
+        launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")  # what `accelerate launch` was given
+        if self.is_main and launcher_precision not in ("no", precision):
+            print(f"note: the launch config's mixed_precision={launcher_precision} is not used: bone's "
+                  f"schedule.precision ({cfg.schedule.precision}) decides", flush=True)
         self.resume_from = self._resolve_resume()  # checks the output folder before any heavy work
         acc.wait_for_everyone()  # every process has looked before the main one writes there
         set_seed(cfg.schedule.seed)
@@ -407,6 +413,22 @@ class Trainer:
                 self.loss_plot = plot_loss(self.out / "metrics.jsonl", self.out / "loss.png")
         self.acc.wait_for_everyone()
         return final
+
+    def leave_gloo(self, code: int) -> None:
+        """End a multi-process CPU (gloo) run here with exit status `code`, skipping interpreter finalization.
+
+        torch 2.13's gloo worker threads may free the last collective's tensors while the interpreter
+        finalizes, which aborts that process ("terminate called without an active exception") and
+        makes the launcher report a finished run as failed. Everything is written and every process
+        has passed the barrier below, so nothing is lost. NCCL runs and single processes return."""
+        import torch.distributed as dist
+
+        if not (dist.is_initialized() and dist.get_backend() == "gloo"):
+            return
+        self.acc.wait_for_everyone()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
     # ---------------------------------------------------------------- evaluate
     def evaluate(self, tag: str) -> dict | None:
