@@ -107,11 +107,12 @@ def train_main(argv: list[str]) -> int:
     if args["print"]:
         print(render_yaml(cfg))
         return 0
+    from .train.launch import leave_gloo
     from .train.trainer import Trainer
 
     trainer = Trainer(cfg, resume=args["resume"], overwrite=args["overwrite"]).setup()
     code = trainer.run(stop_at=args["stop_at"])
-    trainer.leave_gloo(code)  # returns unless this is one of several CPU (gloo) processes
+    leave_gloo(trainer.acc, code)  # returns unless this is one of several CPU (gloo) processes
     return code
 
 

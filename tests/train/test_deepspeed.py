@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bone.train.trainer import _check_distributed_type
+from bone.train.launch import check_launch
 from tiny import overrides
 
 pytest.importorskip("deepspeed")
@@ -106,6 +106,6 @@ def test_zero3_init_flag_is_refused_with_the_fix():
     plugin = SimpleNamespace(zero3_init_flag=True, zero_stage=3)
     acc = SimpleNamespace(distributed_type=SimpleNamespace(name="DEEPSPEED"), is_fsdp2=False, state=SimpleNamespace(deepspeed_plugin=plugin))
     with pytest.raises(ValueError, match="zero3_init_flag: false"):
-        _check_distributed_type(acc)
+        check_launch(acc)
     plugin.zero3_init_flag = False
-    _check_distributed_type(acc)
+    check_launch(acc)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bone.train.trainer import _check_distributed_type
+from bone.train.launch import check_launch
 
 SRC = str(Path(__file__).parents[2] / "src")
 ENV = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
@@ -73,9 +73,9 @@ def test_checkpoints_resume_across_fsdp_and_single_process(model_dir, tmp_path):
 
 def test_fsdp1_launch_configs_are_refused():
     with pytest.raises(ValueError, match="fsdp_version: 2"):
-        _check_distributed_type(SimpleNamespace(distributed_type=SimpleNamespace(name="FSDP"), is_fsdp2=False))
+        check_launch(SimpleNamespace(distributed_type=SimpleNamespace(name="FSDP"), is_fsdp2=False))
 
 
 @pytest.mark.parametrize("kind, fsdp2", [("FSDP", True), ("MULTI_GPU", False), ("MULTI_CPU", False), ("NO", False)])
 def test_supported_launch_configs_pass(kind, fsdp2):
-    _check_distributed_type(SimpleNamespace(distributed_type=SimpleNamespace(name=kind), is_fsdp2=fsdp2))
+    check_launch(SimpleNamespace(distributed_type=SimpleNamespace(name=kind), is_fsdp2=fsdp2))

@@ -167,21 +167,22 @@ def _set_zero_param(p: nn.Parameter, full: torch.Tensor) -> None:
 
 
 def _zero_optimizer_state(model: nn.Module, optimizer) -> dict:
-    """AdamW state gathered from ZeRO partitions, keyed by parameter name (collective)."""
+    """AdamW state gathered from ZeRO partitions, keyed by parameter name (collective); the state
+    is empty before the first step, as a fresh AdamW's is."""
     from deepspeed.utils import safe_get_full_optimizer_state
 
     inner = _torch_optimizer(optimizer)
+    if len(inner.param_groups) != 1:
+        raise ValueError(f"bone's ZeRO checkpoints expect one optimizer parameter group, found {len(inner.param_groups)}")
+    trainable = _trainable(model)
     steps = [s["step"] for s in inner.state.values() if "step" in s]
     state = {}
-    for name, p in _trainable(model):
-        moments = {k: safe_get_full_optimizer_state(p, k) for k in ADAM_KEYS} if steps else {}
-        if all(v is not None for v in moments.values()) and moments:
-            state[name] = {"step": steps[0].detach().cpu().clone(), **{k: v.detach().cpu() for k, v in moments.items()}}
-    names = [n for n, _ in _trainable(model)]
-    groups = [{k: v for k, v in g.items() if k != "params"} for g in inner.param_groups]
-    if len(groups) != 1:
-        raise ValueError(f"bone's ZeRO checkpoints expect one optimizer parameter group, found {len(groups)}")
-    return {"state": state, "param_groups": [{**groups[0], "params": names}]}
+    if steps:
+        for name, p in trainable:
+            moments = {k: safe_get_full_optimizer_state(p, k).detach().cpu() for k in ADAM_KEYS}
+            state[name] = {"step": steps[0].detach().cpu().clone(), **moments}
+    group = {k: v for k, v in inner.param_groups[0].items() if k != "params"}
+    return {"state": state, "param_groups": [{**group, "params": [n for n, _ in trainable]}]}
 
 
 def _set_zero_optimizer_state(model: nn.Module, optimizer, state: dict) -> None:

@@ -3,7 +3,7 @@
 The same code runs one CPU process, or N processes (DDP) under `accelerate launch -m bone train ...`
 or `torchrun -m bone train ...`, FSDP2 (`fsdp_version: 2` in the Accelerate config) and DeepSpeed
 ZeRO 1-3 (`distributed_type: DEEPSPEED`): checkpoints then gather the sharded adapter blocks and
-AdamW state (see sharded.py) into the single-process layout. FSDP1 configs are refused.
+AdamW state (see sharded.py) into the single-process layout. launch.py makes the Accelerator.
 
 Loss: each optimizer step sums token cross-entropy over every supervised token of the global batch
 (all micro-batches of all processes) and divides by their global count, so the gradient is the
@@ -12,10 +12,8 @@ same whatever the split into processes and accumulation steps.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import signal
-import sys
 import time
 from contextlib import nullcontext
 from functools import partial
@@ -27,10 +25,10 @@ import torch.nn.functional as F
 from .. import apply, disabled, merge, trainable_parameters
 from ..config import DTYPES
 from . import checkpoint as ckpt
-from . import sharded
+from . import launch, sharded
 from .config import TrainConfig
 from .monitor import Monitor, plot_loss
-from .options import ConfigError, load_config, render_yaml, to_dict
+from .options import ConfigError, load_config, render_yaml
 from .sampler import BatchPlan
 
 STOP_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143}  # signal -> exit status after a clean stop
@@ -63,39 +61,6 @@ def enable_gradient_checkpointing(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def _forget_single_process_state(precision: str) -> None:
-    """Accelerate keeps one global state per process; a second run in the same (single, not
-    launched) process with another precision would be refused, so start that state afresh."""
-    from accelerate.state import AcceleratorState, PartialState
-
-    state = AcceleratorState._shared_state
-    if state and PartialState().num_processes == 1 and str(state.get("_mixed_precision")) != precision:
-        AcceleratorState._reset_state(reset_partial_state=True)
-
-
-def _has_accelerator() -> bool:
-    return torch.cuda.is_available() or (hasattr(torch, "accelerator") and torch.accelerator.is_available())
-
-
-def _deepspeed_launch() -> bool:
-    """True under `accelerate launch` with a DeepSpeed config (Accelerate's launcher sets this flag)."""
-    from accelerate.utils import parse_flag_from_env
-
-    return parse_flag_from_env("ACCELERATE_USE_DEEPSPEED")
-
-
-def _check_distributed_type(acc) -> None:
-    """Refuse the Accelerate launch configs bone cannot run (FSDP1; ZeRO-3 with zero.Init loading)."""
-    kind = acc.distributed_type.name
-    if kind == "DEEPSPEED" and acc.state.deepspeed_plugin.zero3_init_flag:
-        raise ValueError("bone train needs every process to load the whole base model before bone.apply: set "
-                         "`zero3_init_flag: false` under deepspeed_config in the Accelerate config (ZeRO-3 then "
-                         "partitions the model when training starts)")
-    if kind == "FSDP" and not acc.is_fsdp2:
-        raise ValueError("bone train supports FSDP only as FSDP2: set `fsdp_version: 2` under fsdp_config in the "
-                         "Accelerate config (or launch with plain DDP, distributed_type: MULTI_GPU)")
-
-
 def _count(m: dict) -> str:
     return f" ({m['correct']}/{m['n']})" if "correct" in m else ""
 
@@ -112,28 +77,14 @@ class Trainer:
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> "Trainer":
-        from accelerate import Accelerator
-        from accelerate.utils import InitProcessGroupKwargs
         from accelerate.utils import set_seed
 
         from ..data import load_records, to_examples, tokenize_examples
         from ..models import load_model, load_tokenizer
 
         cfg = self.cfg
-        precision = "bf16" if cfg.schedule.precision == "bf16" else "no"
-        _forget_single_process_state(precision)
-        # without any accelerator, cpu=True is what lets Accelerate see a torchrun launch as multi-CPU (gloo);
-        # DeepSpeed on CPUs (its CPU accelerator) is told to use gloo instead
-        cpu_only, deepspeed = not _has_accelerator(), _deepspeed_launch()
-        self.acc = acc = Accelerator(mixed_precision=precision, cpu=cpu_only and not deepspeed,
-                                     gradient_accumulation_steps=cfg.schedule.grad_accum,
-                                     kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")] if cpu_only and deepspeed else None)
+        self.acc = acc = launch.make_accelerator(cfg)
         self.is_main = acc.is_main_process
-        _check_distributed_type(acc)
-        launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")  # what `accelerate launch` was given
-        if self.is_main and launcher_precision not in ("no", precision):
-            print(f"note: the launch config's mixed_precision={launcher_precision} is not used: bone's "
-                  f"schedule.precision ({cfg.schedule.precision}) decides", flush=True)
         self.resume_from = self._resolve_resume()  # checks the output folder before any heavy work
         acc.wait_for_everyone()  # every process has looked before the main one writes there
         set_seed(cfg.schedule.seed)
@@ -169,7 +120,7 @@ class Trainer:
             optimizer, partial(lr_factor, warmup=s.warmup_steps, total=self.total_steps, kind=s.scheduler)
         )
         if acc.distributed_type.name == "DEEPSPEED":
-            self._fill_deepspeed_config()
+            launch.fill_deepspeed_config(acc, cfg)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         self.params = trainable_parameters(acc.unwrap_model(self.model))  # FSDP2 replaced them by DTensor shards
         self.step, self.epoch, self.pos, self.tokens_seen = 0, 0, 0, 0
@@ -183,15 +134,6 @@ class Trainer:
         acc.wait_for_everyone()
         self._report_setup()
         return self
-
-    def _fill_deepspeed_config(self) -> None:
-        """bone's config decides batch, accumulation and clipping; DeepSpeed's config gets them."""
-        s, acc = self.cfg.schedule, self.acc
-        ds = acc.state.deepspeed_plugin.deepspeed_config
-        ds.update(train_micro_batch_size_per_gpu=s.batch_size, gradient_accumulation_steps=s.grad_accum,
-                  train_batch_size=s.batch_size * s.grad_accum * acc.num_processes,
-                  gradient_clipping=self.cfg.optim.max_grad_norm or 0.0)
-        ds.setdefault("zero_allow_untested_optimizer", True)  # torch's AdamW, which bone's checkpoints describe
 
     def _resolve_resume(self) -> Path | None:
         """The checkpoint to resume from, after checking the output folder; errors before any work."""
@@ -255,20 +197,10 @@ class Trainer:
             f"{st['dropped']} dropped) in {st['rows']} {'packed ' if self.cfg.data.packing else ''}rows, "
             f"{st['supervised_tokens']:,} supervised tokens\n"
             f"steps: {self.total_steps} (global batch {self.plan.global_batch} on {self.acc.num_processes} process(es), "
-            f"{self._parallelism()})"
+            f"{launch.describe(self.acc, self.model)})"
             + (f", resuming at step {self.step} from {self.resume_from}" if self.resume_from else ""),
             flush=True,
         )
-
-    def _parallelism(self) -> str:
-        """How the launch splits the work, e.g. "DDP", "FSDP2, model partitioned", "DeepSpeed ZeRO-2"."""
-        kind = self.acc.distributed_type.name
-        text = {"NO": "single process", "FSDP": "FSDP2"}.get(kind, "DDP")
-        if kind == "DEEPSPEED":
-            text = f"DeepSpeed ZeRO-{self.acc.state.deepspeed_plugin.zero_stage}"
-        if sharded.is_partitioned(self.acc.unwrap_model(self.model)):
-            text += ", model partitioned"
-        return text
 
     # ---------------------------------------------------------------- run
     def run(self, stop_at: int | None = None) -> int:
@@ -413,22 +345,6 @@ class Trainer:
                 self.loss_plot = plot_loss(self.out / "metrics.jsonl", self.out / "loss.png")
         self.acc.wait_for_everyone()
         return final
-
-    def leave_gloo(self, code: int) -> None:
-        """End a multi-process CPU (gloo) run here with exit status `code`, skipping interpreter finalization.
-
-        torch 2.13's gloo worker threads may free the last collective's tensors while the interpreter
-        finalizes, which aborts that process ("terminate called without an active exception") and
-        makes the launcher report a finished run as failed. Everything is written and every process
-        has passed the barrier below, so nothing is lost. NCCL runs and single processes return."""
-        import torch.distributed as dist
-
-        if not (dist.is_initialized() and dist.get_backend() == "gloo"):
-            return
-        self.acc.wait_for_everyone()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
 
     # ---------------------------------------------------------------- evaluate
     def evaluate(self, tag: str) -> dict | None:

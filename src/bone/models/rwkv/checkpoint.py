@@ -72,13 +72,13 @@ def config_from_state_dict(sd: dict[str, Tensor], where: str = "checkpoint") -> 
     common = dict(n_layer=max(layers) + 1, n_embd=int(C), vocab_size=int(vocab),
                   dim_ffn=_dim(sd, "blocks.0.ffn.key.weight", 0, where))
     if model_type == "rwkv7":
-        H, N = sd["blocks.0.att.r_k"].shape
+        N = sd["blocks.0.att.r_k"].shape[1]
         v1 = "blocks.1.att.v1" if "blocks.1.att.v1" in sd else "blocks.0.att.v1"
         return RWKVConfig("rwkv7", head_size=int(N), decay_lora=_dim(sd, "blocks.0.att.w1", 1, where),
                           aaa_lora=_dim(sd, "blocks.0.att.a1", 1, where), mv_lora=_dim(sd, v1, 1, where),
                           gate_lora=_dim(sd, "blocks.0.att.g1", 1, where),
                           layer0_v_params="blocks.0.att.v1" in sd, **common)
-    H, N = _dim(sd, "blocks.0.att.time_faaaa", 0, where), _dim(sd, "blocks.0.att.time_faaaa", 1, where)
+    N = _dim(sd, "blocks.0.att.time_faaaa", 1, where)
     mix = _dim(sd, "blocks.0.att.time_maa_w1", 1, where)
     if mix % 5:
         raise ValueError(f"{where}: blocks.0.att.time_maa_w1 has {mix} columns, not a multiple of 5 (x060 layout)")

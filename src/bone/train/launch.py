@@ -1,0 +1,109 @@
+"""How `bone train` meets Hugging Face Accelerate: the Accelerator for this launch (one process,
+DDP, FSDP2 or DeepSpeed ZeRO, on GPUs or CPU processes), the launch configs it refuses, the
+DeepSpeed config it fills in, and the clean exit of multi-process CPU runs.
+
+bone's own config is the source of truth for the math: batch split, accumulation, clipping and
+precision; the launch config only says how many processes and how the state is sharded.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+from . import sharded
+from .config import TrainConfig
+
+
+def _has_accelerator() -> bool:
+    return torch.cuda.is_available() or (hasattr(torch, "accelerator") and torch.accelerator.is_available())
+
+
+def _deepspeed_launch() -> bool:
+    """True under `accelerate launch` with a DeepSpeed config (Accelerate's launcher sets this flag)."""
+    from accelerate.utils import parse_flag_from_env
+
+    return parse_flag_from_env("ACCELERATE_USE_DEEPSPEED")
+
+
+def _forget_single_process_state(precision: str) -> None:
+    """Accelerate keeps one global state per process; a second run in the same (single, not
+    launched) process with another precision would be refused, so start that state afresh."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    state = AcceleratorState._shared_state
+    if state and PartialState().num_processes == 1 and str(state.get("_mixed_precision")) != precision:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def make_accelerator(cfg: TrainConfig):
+    """The Accelerator for this launch, checked (see `check_launch`)."""
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    precision = "bf16" if cfg.schedule.precision == "bf16" else "no"
+    _forget_single_process_state(precision)
+    # without any accelerator, cpu=True is what lets Accelerate see a torchrun launch as multi-CPU (gloo);
+    # DeepSpeed on CPUs (its CPU accelerator) is told to use gloo instead
+    cpu_only, deepspeed = not _has_accelerator(), _deepspeed_launch()
+    acc = Accelerator(mixed_precision=precision, cpu=cpu_only and not deepspeed,
+                      gradient_accumulation_steps=cfg.schedule.grad_accum,
+                      kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")] if cpu_only and deepspeed else None)
+    check_launch(acc)
+    launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")  # what `accelerate launch` was given
+    if acc.is_main_process and launcher_precision not in ("no", precision):
+        print(f"note: the launch config's mixed_precision={launcher_precision} is not used: bone's "
+              f"schedule.precision ({cfg.schedule.precision}) decides", flush=True)
+    return acc
+
+
+def check_launch(acc) -> None:
+    """Refuse the Accelerate launch configs bone cannot run (FSDP1; ZeRO-3 with zero.Init loading)."""
+    kind = acc.distributed_type.name
+    if kind == "DEEPSPEED" and acc.state.deepspeed_plugin.zero3_init_flag:
+        raise ValueError("bone train needs every process to load the whole base model before bone.apply: set "
+                         "`zero3_init_flag: false` under deepspeed_config in the Accelerate config (ZeRO-3 then "
+                         "partitions the model when training starts)")
+    if kind == "FSDP" and not acc.is_fsdp2:
+        raise ValueError("bone train supports FSDP only as FSDP2: set `fsdp_version: 2` under fsdp_config in the "
+                         "Accelerate config (or launch with plain DDP, distributed_type: MULTI_GPU)")
+
+
+def fill_deepspeed_config(acc, cfg: TrainConfig) -> None:
+    """Before `prepare` under DeepSpeed: bone's batch, accumulation and clipping go into DeepSpeed's
+    config (replacing its values or `auto`); DeepSpeed's engine then steps bone's torch AdamW."""
+    s = cfg.schedule
+    ds = acc.state.deepspeed_plugin.deepspeed_config
+    ds.update(train_micro_batch_size_per_gpu=s.batch_size, gradient_accumulation_steps=s.grad_accum,
+              train_batch_size=s.batch_size * s.grad_accum * acc.num_processes,
+              gradient_clipping=cfg.optim.max_grad_norm or 0.0)
+    ds.setdefault("zero_allow_untested_optimizer", True)  # torch's AdamW, which bone's checkpoints describe
+
+
+def describe(acc, model) -> str:
+    """How the launch splits the work, e.g. "DDP", "FSDP2, model partitioned", "DeepSpeed ZeRO-2"."""
+    kind = acc.distributed_type.name
+    text = {"NO": "single process", "FSDP": "FSDP2"}.get(kind, "DDP")
+    if kind == "DEEPSPEED":
+        text = f"DeepSpeed ZeRO-{acc.state.deepspeed_plugin.zero_stage}"
+    if sharded.is_partitioned(acc.unwrap_model(model)):
+        text += ", model partitioned"
+    return text
+
+
+def leave_gloo(acc, code: int) -> None:
+    """End a multi-process CPU (gloo) run here with exit status `code`, skipping interpreter finalization.
+
+    torch 2.13's gloo worker threads may free the last collective's tensors while the interpreter
+    finalizes, which aborts that process ("terminate called without an active exception") and
+    makes the launcher report a finished run as failed. Everything is written and every process
+    has passed the barrier below, so nothing is lost. NCCL runs and single processes return."""
+    import torch.distributed as dist
+
+    if not (dist.is_initialized() and dist.get_backend() == "gloo"):
+        return
+    acc.wait_for_everyone()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
