@@ -109,3 +109,30 @@ def test_zero3_init_flag_is_refused_with_the_fix():
         check_launch(acc)
     plugin.zero3_init_flag = False
     check_launch(acc)
+
+
+@pytest.mark.parametrize("ds, precision, message", [
+    ({"optimizer": {"type": "AdamW"}}, "fp32", "'optimizer' section"),
+    ({"scheduler": {"type": "WarmupLR"}}, "fp32", "'scheduler' section"),
+    ({"fp16": {"enabled": True}}, "fp32", "trains in fp16 but bone's schedule.precision is fp32"),
+    ({"bf16": {"enabled": "true"}}, "fp32", "trains in bf16 but bone's schedule.precision is fp32"),
+    ({"bf16": {"enabled": False}}, "bf16", "trains in fp32 but bone's schedule.precision is bf16"),
+])
+def test_deepspeed_settings_bone_owns_are_refused(model_dir, tmp_path, ds, precision, message):
+    from bone.train.launch import fill_deepspeed_config
+    from tiny import config
+
+    cfg = config(model_dir, tmp_path / "run", **{"schedule.precision": precision})
+    acc = SimpleNamespace(num_processes=2, state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(deepspeed_config=dict(ds))))
+    with pytest.raises(ValueError, match=message):
+        fill_deepspeed_config(acc, cfg)
+
+
+def test_deepspeed_config_gets_bone_batch_accumulation_and_clipping(model_dir, tmp_path):
+    from bone.train.launch import fill_deepspeed_config
+    from tiny import config
+
+    cfg = config(model_dir, tmp_path / "run", **{"schedule.batch_size": 3, "schedule.grad_accum": 5, "optim.max_grad_norm": 0.5})
+    ds = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": 1, "bf16": {"enabled": False}}
+    fill_deepspeed_config(SimpleNamespace(num_processes=4, state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(deepspeed_config=ds))), cfg)
+    assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["train_batch_size"], ds["gradient_clipping"]) == (3, 5, 60, 0.5)

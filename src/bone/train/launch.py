@@ -75,6 +75,16 @@ def fill_deepspeed_config(acc, cfg: TrainConfig) -> None:
     config (replacing its values or `auto`); DeepSpeed's engine then steps bone's torch AdamW."""
     s = cfg.schedule
     ds = acc.state.deepspeed_plugin.deepspeed_config
+    for section, owner in (("optimizer", "bone's AdamW (optim.*)"), ("scheduler", "bone's schedule.* (warmup, cosine/linear)")):
+        if section in ds:
+            raise ValueError(f"the DeepSpeed config has a {section!r} section, but {owner} drives training and its "
+                             f"checkpoints: remove that section from the DeepSpeed config")
+    enabled = {k: str(ds.get(k, {}).get("enabled", False)).lower() == "true" for k in ("fp16", "bf16")}
+    if enabled["fp16"] or enabled["bf16"] != (s.precision == "bf16"):
+        on = [k for k, v in enabled.items() if v] or ["fp32"]
+        raise ValueError(f"the DeepSpeed config trains in {on[0]} but bone's schedule.precision is {s.precision}: "
+                         f"bone decides precision (fp32 or bf16), so set the DeepSpeed config's fp16/bf16 'enabled' to "
+                         f"\"auto\" (or remove them)")
     ds.update(train_micro_batch_size_per_gpu=s.batch_size, gradient_accumulation_steps=s.grad_accum,
               train_batch_size=s.batch_size * s.grad_accum * acc.num_processes,
               gradient_clipping=cfg.optim.max_grad_norm or 0.0)
