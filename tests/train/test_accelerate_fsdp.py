@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from tiny import overrides
 
 SRC = str(Path(__file__).parents[2] / "src")
-ENV = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+ENV = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # CPU processes
 SHIM = str(Path(__file__).with_name("accelerate_cpu_fsdp.py"))
 
 SHIPPED = Path(__file__).parents[2] / "configs" / "accelerate-4gpu-fsdp2.yaml"
@@ -80,6 +80,7 @@ def test_accelerate_fsdp2_launch_resumed_matches_one_process(model_dir, tmp_path
     assert [r["step"] for r in rows[1]] == [1, 2, 3, 4]
     for key in ("loss", "grad_norm"):  # grad_norm: Accelerate's clip_grad_norm_ over DTensor gradients
         assert [r[key] for r in rows[1]] == pytest.approx([r[key] for r in rows[0]], rel=1e-5)
+    assert len(state) == len(ref_opt) == 14
     for s1, s2 in zip((ref_opt[i] for i in sorted(ref_opt)), state.values()):  # both in module order
         assert float(s1["step"]) == float(s2["step"]) == 4.0
         for m in ("exp_avg", "exp_avg_sq"):

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from tiny import overrides
 
 SRC = str(Path(__file__).parents[2] / "src")
-ENV = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+ENV = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # CPU processes
 
 
 def bone_train(*args, launcher=(), timeout=300):

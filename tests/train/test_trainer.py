@@ -156,6 +156,11 @@ def test_resume_errors(model_dir, tmp_path):
         Trainer(config(model_dir, out, **{"optim.lr": 0.5}), resume="latest").setup()
     with pytest.raises(ConfigError, match="global batch 4 was saved, this launch has 8"):
         Trainer(config(model_dir, out, **{"schedule.grad_accum": 2}), resume="latest").setup()
+    other = tmp_path / "other"
+    run(config(model_dir, other, **{"schedule.max_steps": 1}))
+    with pytest.raises(FileExistsError, match="already holds another run"):
+        Trainer(config(model_dir, other), resume=str(out)).setup()
+    assert [p.name for p in (other / "checkpoints").iterdir()] == ["step-000001"]
     with pytest.raises(ConfigError, match="contradict"):
         Trainer(config(model_dir, out), resume="latest", overwrite=True)
 

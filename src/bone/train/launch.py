@@ -50,7 +50,9 @@ def make_accelerator(cfg: TrainConfig):
     acc = Accelerator(mixed_precision=precision, cpu=cpu_only and not deepspeed,
                       gradient_accumulation_steps=cfg.schedule.grad_accum,
                       kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")] if cpu_only and deepspeed else None)
-    check_launch(acc)
+    check_launch(acc, cfg)
+    if acc.gradient_accumulation_steps != cfg.schedule.grad_accum:  # ACCELERATE_GRADIENT_ACCUMULATION_STEPS set
+        acc.gradient_accumulation_steps = cfg.schedule.grad_accum   # bone's schedule.grad_accum decides
     launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")  # what `accelerate launch` was given
     if acc.is_main_process and launcher_precision not in ("no", precision):
         print(f"note: the launch config's mixed_precision={launcher_precision} is not used: bone's "
@@ -58,16 +60,41 @@ def make_accelerator(cfg: TrainConfig):
     return acc
 
 
-def check_launch(acc) -> None:
-    """Refuse the Accelerate launch configs bone cannot run (FSDP1; ZeRO-3 with zero.Init loading)."""
+def check_launch(acc, cfg: TrainConfig) -> None:
+    """Refuse, before any heavy work, the launch configs bone cannot run or that would set what
+    bone's config owns: FSDP1, FSDP2's own activation checkpointing, and for DeepSpeed zero.Init
+    loading, offload, an optimizer or scheduler section, or a precision other than schedule.precision."""
     kind = acc.distributed_type.name
-    if kind == "DEEPSPEED" and acc.state.deepspeed_plugin.zero3_init_flag:
-        raise ValueError("bone train needs every process to load the whole base model before bone.apply: set "
-                         "`zero3_init_flag: false` under deepspeed_config in the Accelerate config (ZeRO-3 then "
-                         "partitions the model when training starts)")
     if kind == "FSDP" and not acc.is_fsdp2:
         raise ValueError("bone train supports FSDP only as FSDP2: set `fsdp_version: 2` under fsdp_config in the "
                          "Accelerate config (or launch with plain DDP, distributed_type: MULTI_GPU)")
+    if kind == "FSDP" and acc.state.fsdp_plugin.activation_checkpointing:
+        raise ValueError("set `fsdp_activation_checkpointing: false` in the Accelerate config and "
+                         "model.gradient_checkpointing=true in bone's config instead (FSDP's wrapper renames the "
+                         "adapted layers, so the saved adapter would not fit the model)")
+    if kind != "DEEPSPEED":
+        return
+    plugin = acc.state.deepspeed_plugin
+    if plugin.zero3_init_flag:
+        raise ValueError("bone train needs every process to load the whole base model before bone.apply: set "
+                         "`zero3_init_flag: false` under deepspeed_config in the Accelerate config (ZeRO-3 then "
+                         "partitions the model when training starts)")
+    ds = plugin.deepspeed_config
+    zero = ds.get("zero_optimization", {})
+    for what in ("offload_optimizer", "offload_param"):
+        if str(zero.get(what, {}).get("device", "none")).lower() != "none":
+            raise ValueError(f"bone train does not support DeepSpeed {what} (untested; with it DeepSpeed also swaps "
+                             f"bone's AdamW for its CPU Adam): set its device to none")
+    for section, owner in (("optimizer", "bone's AdamW (optim.*)"), ("scheduler", "bone's schedule.* (warmup, cosine/linear)")):
+        if section in ds:
+            raise ValueError(f"the DeepSpeed config has a {section!r} section, but {owner} drives training and its "
+                             f"checkpoints: remove that section from the DeepSpeed config")
+    enabled = {k: str(ds.get(k, {}).get("enabled", False)).lower() == "true" for k in ("fp16", "bf16")}
+    if enabled["fp16"] or enabled["bf16"] != (cfg.schedule.precision == "bf16"):
+        on = [k for k, v in enabled.items() if v] or ["fp32"]
+        raise ValueError(f"the DeepSpeed config trains in {on[0]} but bone's schedule.precision is {cfg.schedule.precision}: "
+                         f"bone decides precision (fp32 or bf16), so set the DeepSpeed config's fp16/bf16 'enabled' to "
+                         f"\"auto\" (or remove them)")
 
 
 def fill_deepspeed_config(acc, cfg: TrainConfig) -> None:
@@ -75,16 +102,6 @@ def fill_deepspeed_config(acc, cfg: TrainConfig) -> None:
     config (replacing its values or `auto`); DeepSpeed's engine then steps bone's torch AdamW."""
     s = cfg.schedule
     ds = acc.state.deepspeed_plugin.deepspeed_config
-    for section, owner in (("optimizer", "bone's AdamW (optim.*)"), ("scheduler", "bone's schedule.* (warmup, cosine/linear)")):
-        if section in ds:
-            raise ValueError(f"the DeepSpeed config has a {section!r} section, but {owner} drives training and its "
-                             f"checkpoints: remove that section from the DeepSpeed config")
-    enabled = {k: str(ds.get(k, {}).get("enabled", False)).lower() == "true" for k in ("fp16", "bf16")}
-    if enabled["fp16"] or enabled["bf16"] != (s.precision == "bf16"):
-        on = [k for k, v in enabled.items() if v] or ["fp32"]
-        raise ValueError(f"the DeepSpeed config trains in {on[0]} but bone's schedule.precision is {s.precision}: "
-                         f"bone decides precision (fp32 or bf16), so set the DeepSpeed config's fp16/bf16 'enabled' to "
-                         f"\"auto\" (or remove them)")
     ds.update(train_micro_batch_size_per_gpu=s.batch_size, gradient_accumulation_steps=s.grad_accum,
               train_batch_size=s.batch_size * s.grad_accum * acc.num_processes,
               gradient_clipping=cfg.optim.max_grad_norm or 0.0)

@@ -150,12 +150,17 @@ class Trainer:
             return None
         path = Path(self.resume) if self.resume != "latest" else root
         if (path / "state.json").is_file():
-            return path
-        if (path / "checkpoints").is_dir():
-            path = path / "checkpoints"
-        found = ckpt.latest(path)
-        if found is None:
-            raise FileNotFoundError(f"nothing to resume: no complete checkpoint under {str(path)!r}")
+            found = path
+        else:
+            if (path / "checkpoints").is_dir():
+                path = path / "checkpoints"
+            found = ckpt.latest(path)
+            if found is None:
+                raise FileNotFoundError(f"nothing to resume: no complete checkpoint under {str(path)!r}")
+        own_run = found.resolve().parent.parent == self.out.resolve()
+        if not own_run and self.out.exists() and any(self.out.iterdir()):
+            raise FileExistsError(f"--resume {found} continues into output_dir {str(self.out)!r}, which already holds "
+                                  f"another run: pick a new output_dir=... (or resume that run's own checkpoints)")
         return found
 
     def _restore(self, path: Path) -> None:
