@@ -44,9 +44,14 @@ def full(t):
     return t
 
 
+def _zero_managed(model: nn.Module) -> bool:
+    """True when DeepSpeed ZeRO holds the adapter's training state."""
+    return any(_is_zero(layer.bone_block) for _, layer in bone_layers(model))
+
+
 def is_sharded(model: nn.Module) -> bool:
     """True when the adapter's training state is split across processes (FSDP2 or ZeRO)."""
-    return any(_is_dtensor(layer.bone_block) or _is_zero(layer.bone_block) for _, layer in bone_layers(model))
+    return _zero_managed(model) or any(_is_dtensor(layer.bone_block) for _, layer in bone_layers(model))
 
 
 def is_partitioned(model: nn.Module) -> bool:
@@ -102,7 +107,7 @@ def optimizer_state(model: nn.Module, optimizer) -> dict:
     name, on the main process (collective). Unsharded: plain `optimizer.state_dict()`."""
     if not is_sharded(model):
         return optimizer.state_dict()
-    if any(_is_zero(layer.bone_block) for _, layer in bone_layers(model)):
+    if _zero_managed(model):
         return _zero_optimizer_state(model, optimizer)
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
@@ -110,8 +115,9 @@ def optimizer_state(model: nn.Module, optimizer) -> dict:
 
 
 def _trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """(name, parameter) of the trainable parameters (the adapter blocks), in module order."""
-    return [(n.replace("_checkpoint_wrapped_module.", ""), p) for n, p in model.named_parameters() if p.requires_grad]
+    """(parameter name, block) of the adapter blocks, in the order `bone.trainable_parameters`
+    gives them to the optimizer; names as `get_optimizer_state_dict` writes them."""
+    return [(f"{n}.bone_block".replace("_checkpoint_wrapped_module.", ""), layer.bone_block) for n, layer in bone_layers(model)]
 
 
 def _keyed_by_name(model: nn.Module, state: dict) -> dict:
@@ -138,7 +144,7 @@ def load_optimizer_state(model: nn.Module, optimizer, state: dict) -> None:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
     full_state = _keyed_by_name(model, state)
-    if any(_is_zero(layer.bone_block) for _, layer in bone_layers(model)):
+    if _zero_managed(model):
         _set_zero_optimizer_state(model, optimizer, full_state)
         return
     set_optimizer_state_dict(model, optimizer, full_state, options=StateDictOptions(full_state_dict=True))
