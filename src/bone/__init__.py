@@ -8,14 +8,15 @@
     with bone.disabled(model): ...          # base-model behaviour
 """
 from .config import BoneConfig
-from .inject import DEFAULT_TARGETS, apply, bone_layers, trainable_parameters, unload
+from .errors import BoneError
+from .inject import DEFAULT_TARGETS, adapter_config, apply, bone_layers, trainable_parameters, unload
 from .io import adapter_state_dict, load, read_adapter, save
-from .layer import BoneLinear
+from .layer import BoneAdapter, BoneLinear
 from .merging import disabled, merge, merge_state_dict, merge_weight, unmerge
 from .models import load_model, load_tokenizer
 
 __all__ = [
-    "BoneConfig", "BoneLinear", "DEFAULT_TARGETS", "adapter_state_dict", "apply", "bone_layers", "disabled",
+    "BoneAdapter", "BoneConfig", "BoneError", "BoneLinear", "DEFAULT_TARGETS", "adapter_config", "adapter_state_dict", "apply", "bone_layers", "disabled",
     "load", "load_model", "load_tokenizer", "merge", "merge_state_dict", "merge_weight", "read_adapter", "save",
     "trainable_parameters", "unload", "unmerge",
 ]

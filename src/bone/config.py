@@ -12,14 +12,16 @@ from typing import Any
 
 import torch
 
-VARIANTS = ("col", "row", "shard", "mini")
+from . import variants
+from .errors import ConfigError
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
 
 @dataclass
 class BoneConfig:
     r: int = 64  # block size: col/row train (out/r or in/r) r x r blocks, shard/mini an r-row shard
-    variant: str = "col"  # "col" (seed's Bone-col, PEFT bat), "row", "shard" (MiSS default), "mini"
+    variant: str = "col"  # "col" (seed's Bone-col, PEFT bat), "row", "shard" (MiSS default), "mini" (see bone.variants)
     mini_r: int | None = None  # mini only: columns of the shared shard; must divide every target's out
     target_modules: list[str] | str | None = None  # name suffixes, a full-match regex, "all-linear", or None = per-architecture default
     exclude_modules: list[str] | str | None = None  # same forms as target_modules; matches are never adapted
@@ -29,31 +31,27 @@ class BoneConfig:
     chunk_size: int = 4096  # fused path: output rows of any weight-sized temporary (col W', a dtype-cast W, shard W + dW)
 
     def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise ValueError(f"BoneConfig.variant={self.variant!r} is not one of {VARIANTS}")
+        if self.variant not in variants.VARIANTS:
+            raise ConfigError(f"BoneConfig.variant={self.variant!r} is not one of {list(variants.VARIANTS)}")
         if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
-            raise ValueError(f"BoneConfig.r must be a positive int, got {self.r!r}")
-        if self.variant == "mini":
-            if self.mini_r is None:
-                raise ValueError("variant='mini' needs mini_r (a divisor of every target layer's out_features)")
-            if not isinstance(self.mini_r, int) or self.mini_r <= 0:
-                raise ValueError(f"BoneConfig.mini_r must be a positive int, got {self.mini_r!r}")
-        elif self.mini_r is not None:
-            raise ValueError(f"mini_r is only used by variant='mini' (variant is {self.variant!r}); remove it")
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise ValueError(f"BoneConfig.dropout must be in [0, 1), got {self.dropout!r}")
-        if self.dropout and self.variant in ("col", "row"):
-            raise ValueError(f"dropout applies to shard/mini only; variant {self.variant!r} has no input path to drop")
+            raise ConfigError(f"BoneConfig.r must be a positive int, got {self.r!r}")
+        if self.mini_r is not None and (not isinstance(self.mini_r, int) or isinstance(self.mini_r, bool) or self.mini_r <= 0):
+            raise ConfigError(f"BoneConfig.mini_r must be a positive int, got {self.mini_r!r}")
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= float(self.dropout) < 1.0:
+            raise ConfigError(f"BoneConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        why = variants.get(self.variant).validate(self.r, self.mini_r, self.dropout)
+        if why is not None:
+            raise ConfigError(why)
         if self.dtype is not None and self.dtype not in DTYPES:
-            raise ValueError(f"BoneConfig.dtype={self.dtype!r}; use one of {sorted(DTYPES)} or None")
-        if not isinstance(self.chunk_size, int) or self.chunk_size <= 0:
-            raise ValueError(f"BoneConfig.chunk_size must be a positive int, got {self.chunk_size!r}")
+            raise ConfigError(f"BoneConfig.dtype={self.dtype!r}; use one of {sorted(DTYPES)} or None")
+        if not isinstance(self.chunk_size, int) or isinstance(self.chunk_size, bool) or self.chunk_size <= 0:
+            raise ConfigError(f"BoneConfig.chunk_size must be a positive int, got {self.chunk_size!r}")
         for name in ("target_modules", "exclude_modules"):
             value = getattr(self, name)
             if isinstance(value, (tuple, set)):
                 setattr(self, name, sorted(value))
             elif value is not None and not isinstance(value, (list, str)):
-                raise ValueError(f"BoneConfig.{name} must be a list of names, a regex string or None, got {value!r}")
+                raise ConfigError(f"BoneConfig.{name} must be a list of names, a regex string or None, got {value!r}")
 
     @property
     def torch_dtype(self) -> torch.dtype | None:
@@ -68,7 +66,7 @@ class BoneConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown BoneConfig field(s) {unknown}; known fields: {sorted(known)}")
+            raise ConfigError(f"unknown BoneConfig field(s) {unknown}; known fields: {sorted(known)}")
         return cls(**data)
 
     def to_json(self) -> str:

@@ -7,15 +7,16 @@ Linear/Conv1D except output heads; None is the default for the model's architect
 """
 from __future__ import annotations
 
-import math
 import re
 from typing import Iterator
 
 from torch import nn
 
 from . import variants
+from .bases import is_adaptable, shape_of
 from .config import BoneConfig
-from .layer import BoneLinear, is_linear_like, linear_shape
+from .errors import ModelError
+from .layer import DEFAULT, BoneLinear
 
 _LLAMA_LIKE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 _RWKV = r".*\.(att\.(receptance|key|value|output)|ffn\.(key|value))"  # never RWKV-7's w1/w2, a1/a2, ...
@@ -52,7 +53,7 @@ def _is_head(model: nn.Module, name: str, module: nn.Module) -> bool:
 
 
 def _linear_names(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if is_linear_like(m)]
+    return [n for n, m in model.named_modules() if is_adaptable(m)]
 
 
 def _summarise(names: list[str], limit: int = 12) -> str:
@@ -63,12 +64,12 @@ def _summarise(names: list[str], limit: int = 12) -> str:
 
 
 def resolve_targets(model: nn.Module, cfg: BoneConfig) -> list[str]:
-    """Names of the modules `cfg` adapts. Raises ValueError with the available linear names."""
+    """Names of the modules `cfg` adapts. Raises ModelError with the available linear names."""
     spec = cfg.target_modules
     if spec is None:
         mtype = _model_type(model)
         if mtype not in DEFAULT_TARGETS:
-            raise ValueError(
+            raise ModelError(
                 f"no default target_modules for model type {mtype!r}; pass target_modules=[...] or 'all-linear'. "
                 f"Available: {_summarise(_linear_names(model))}"
             )
@@ -78,53 +79,36 @@ def resolve_targets(model: nn.Module, cfg: BoneConfig) -> list[str]:
         if not name:
             continue
         if spec == "all-linear":
-            hit = is_linear_like(module) and not _is_head(model, name, module)
+            hit = is_adaptable(module) and not _is_head(model, name, module)
         else:
             hit = _matches(name, spec)
         if not hit or (cfg.exclude_modules is not None and _matches(name, cfg.exclude_modules)):
             continue
         if isinstance(module, BoneLinear):
-            raise ValueError(f"{name} already has a Bone adapter; call bone.unload(model) before applying again")
-        (names if is_linear_like(module) else not_linear).append(name)
+            raise ModelError(f"{name} already has a Bone adapter; call bone.unload(model) before applying again")
+        (names if is_adaptable(module) else not_linear).append(name)
     if not_linear:
-        raise ValueError(
+        raise ModelError(
             f"target_modules={spec!r} matches non-linear module(s) {not_linear[:5]}; Bone adapts Linear/Conv1D "
             f"layers only. Available: {_summarise(_linear_names(model))}"
         )
     if not names:
-        raise ValueError(f"target_modules={spec!r} matches no module. Available: {_summarise(_linear_names(model))}")
+        raise ModelError(f"target_modules={spec!r} matches no module. Available: {_summarise(_linear_names(model))}")
     return names
 
 
-def _nearest(value: int, ok) -> int:
-    """The integer closest to `value` (>= 1) for which ok(n) holds; ties go to the smaller."""
-    for d in range(0, value + 1):
-        for cand in (value - d, value + d):
-            if cand >= 1 and ok(cand):
-                return cand
-    return 1
-
-
 def check_shapes(model: nn.Module, names: list[str], cfg: BoneConfig) -> None:
-    """One ValueError listing every target the variant cannot adapt, with a value that works."""
+    """One ModelError listing every target the variant cannot adapt, with a value that works."""
     variant = variants.get(cfg.variant)
     modules = dict(model.named_modules())
     problems = []
     for name in names:
-        out, in_ = linear_shape(modules[name])
+        out, in_ = shape_of(modules[name])
         why = variant.check(out, in_, cfg.r, cfg.mini_r)
-        if why is None:
-            continue
-        if cfg.variant == "mini" and out % cfg.mini_r:
-            hint = f"nearest mini_r that works: {_nearest(cfg.mini_r, lambda n: out % n == 0)}"
-        elif cfg.variant in ("col", "row"):
-            g = math.gcd(out, in_)
-            hint = f"nearest r that works: {_nearest(cfg.r, lambda n: g % n == 0)}"
-        else:
-            hint = f"nearest r that works: {in_}"
-        problems.append(f"  {name} (out={out}, in={in_}): {why}; {hint}")
+        if why is not None:
+            problems.append(f"  {name} (out={out}, in={in_}): {why}; {variant.hint(out, in_, cfg.r, cfg.mini_r)}")
     if problems:
-        raise ValueError(
+        raise ModelError(
             f"variant {cfg.variant!r} with r={cfg.r} cannot adapt {len(problems)} layer(s):\n" + "\n".join(problems)
             + "\nChange r (or mini_r), or leave these layers out with exclude_modules."
         )
@@ -136,14 +120,17 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def apply(model: nn.Module, cfg: BoneConfig) -> nn.Module:
-    """Inject Bone adapters in place; every non-adapter parameter is frozen. Returns `model`."""
-    names = resolve_targets(model, cfg)
+def apply(model: nn.Module, cfg: BoneConfig, *, modules: list[str] | None = None) -> nn.Module:
+    """Inject Bone adapters in place; every non-adapter parameter is frozen. Returns `model`.
+
+    modules: adapt exactly these module names instead of resolving cfg.target_modules."""
+    names = resolve_targets(model, cfg) if modules is None else list(modules)
     check_shapes(model, names, cfg)
     model.requires_grad_(False)
     for name in names:
-        _set_module(model, name, BoneLinear(model.get_submodule(name), cfg))
-    model.bone_config = cfg
+        layer = BoneLinear(model.get_submodule(name))
+        layer.add_adapter(DEFAULT, cfg)
+        _set_module(model, name, layer)
     return model
 
 
@@ -151,11 +138,17 @@ def unload(model: nn.Module) -> nn.Module:
     """Replace every BoneLinear with its plain layer, keeping the current (merged or base) weights."""
     for name, layer in list(bone_layers(model)):
         _set_module(model, name, layer.to_base())
-    if hasattr(model, "bone_config"):
-        del model.bone_config
     return model
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The adapter blocks (what an optimizer should update)."""
+    """The active adapters' blocks (what an optimizer should update), in module order."""
     return [layer.bone_block for _, layer in bone_layers(model)]
+
+
+def adapter_config(model: nn.Module, name: str = DEFAULT) -> BoneConfig:
+    """The BoneConfig adapter `name` was applied or loaded with."""
+    for _, layer in bone_layers(model):
+        if name in layer.bone_adapters:
+            return layer.bone_adapters[name].cfg
+    raise ModelError(f"the model has no Bone adapter named {name!r}: call bone.apply(model, cfg) or bone.load(model, dir) first")

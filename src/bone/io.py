@@ -5,16 +5,16 @@ A directory holds
                              (true = shard, "bat" = col, "mini"), "target_modules" (exact names)
   adapter_model.safetensors  "base_model.model.<module>.miss_block" -> block tensor
   bone_config.json           this project's BoneConfig plus which modules are Conv1D (PEFT ignores it)
-PEFT has no row variant: row directories say "peft_type": "BONE_ROW", which PEFT refuses
-(KeyError 'BONE_ROW') instead of misreading the blocks. Legacy PEFT Bone directories
-("peft_type": "BONE", ".bone_block" keys) are read too. Every file is written to a temporary
-name and renamed, and `load` validates everything before it changes the model.
+Which variant a directory holds is the variants' own business (`Variant.peft_type`,
+`peft_init`, `peft_reads`): PEFT has no row variant, so row directories say "BONE_ROW", which
+PEFT refuses instead of misreading the blocks; legacy PEFT Bone directories ("peft_type":
+"BONE", ".bone_block" keys) are read too. Every file is written atomically (`bone.fs`), and
+`load` validates everything before it changes the model.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -23,39 +23,16 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from . import variants
+from .bases import is_adaptable, shape_of
 from .config import BoneConfig
-from .inject import apply, bone_layers, check_shapes
-from .layer import is_linear_like, linear_shape
+from .errors import AdapterError, MissingPathError, ModelError, OutputExistsError
+from .fs import atomic_write, write_json
+from .inject import adapter_config, apply, bone_layers
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 BONE_FILE = "bone_config.json"
 _PREFIX = "base_model.model."
-_PEFT_INIT = {"shard": True, "col": "bat", "mini": "mini", "row": "row"}
-
-
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call write(tmp_path) on a temporary file beside `path`, then rename it into place, so `path`
-    is either its old self or complete (the project's one way of writing a file)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _write_json(path: Path, data: dict) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-
-    atomic_write(path, write)
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
@@ -67,11 +44,12 @@ def peft_config_dict(cfg: BoneConfig, names: list[str], model: nn.Module | None 
     """The adapter_config.json PEFT expects for `cfg` adapting the modules `names`."""
     mcfg = getattr(model, "config", None)
     causal = type(model).__name__.endswith("ForCausalLM") if model is not None else False
+    variant = variants.get(cfg.variant)
     return {
-        "peft_type": "BONE_ROW" if cfg.variant == "row" else "MISS",
+        "peft_type": variant.peft_type,
         "r": cfg.r,
         "mini_r": cfg.mini_r or 1,
-        "init_weights": _PEFT_INIT[cfg.variant],
+        "init_weights": variant.peft_init,
         "miss_dropout": cfg.dropout,
         "target_modules": sorted(names),
         "exclude_modules": None,
@@ -93,42 +71,38 @@ def save(model: nn.Module, path: str | os.PathLike, blocks: dict[str, Tensor] | 
     example blocks gathered from FSDP shards); it must name exactly the model's Bone layers."""
     layers = list(bone_layers(model))
     if not layers:
-        raise ValueError("the model has no Bone adapters to save: call bone.apply or bone.load first")
+        raise ModelError("the model has no Bone adapters to save: call bone.apply or bone.load first")
     if blocks is None:
         blocks = {n: layer.bone_block for n, layer in layers}
     elif set(blocks) != {n for n, _ in layers}:
-        raise ValueError(f"blocks must name exactly the model's Bone layers; differences: "
+        raise AdapterError(f"blocks must name exactly the model's Bone layers; differences: "
                          f"{sorted(set(blocks) ^ {n for n, _ in layers})[:5]}")
-    cfg: BoneConfig = model.bone_config
+    cfg = adapter_config(model)
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path} exists and is not a directory")
+        raise OutputExistsError(f"{path} exists and is not a directory")
     path.mkdir(parents=True, exist_ok=True)
     tensors = {f"{_PREFIX}{n}.miss_block": blocks[n].detach().contiguous().cpu() for n, _ in layers}
     atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    _write_json(path / CONFIG_FILE, peft_config_dict(cfg, [n for n, _ in layers], model))
+    write_json(path / CONFIG_FILE, peft_config_dict(cfg, [n for n, _ in layers], model))
     bone_meta = {"config": cfg.to_dict(), "transposed": sorted(n for n, layer in layers if layer.transposed)}
-    _write_json(path / BONE_FILE, bone_meta)
+    write_json(path / BONE_FILE, bone_meta)
     return path
 
 
 def _config_from_peft(data: dict, file: Path) -> BoneConfig:
-    ptype = data.get("peft_type")
-    init = data.get("init_weights", True)
-    if ptype == "BONE_ROW":
-        variant = "row"
-    elif ptype in ("MISS", "BONE"):
-        variant = {"bat": "col", "mini": "mini"}.get(init) if isinstance(init, str) else "shard"
-        if variant is None or (ptype == "BONE" and variant == "mini"):
-            raise ValueError(f"{file}: unsupported init_weights={init!r} for peft_type {ptype}")
-    else:
-        raise ValueError(f"{file}: peft_type {ptype!r} is not a Bone/MiSS adapter (expected MISS, BONE or BONE_ROW)")
+    ptype, init = data.get("peft_type"), data.get("init_weights", True)
+    variant = variants.from_peft(ptype, init)
+    if variant is None:
+        known = sorted({t for v in variants.VARIANTS.values() for t, _ in v.peft_reads})
+        raise AdapterError(f"{file}: peft_type {ptype!r} with init_weights={init!r} is not a Bone/MiSS adapter "
+                           f"(known peft_type values: {known})")
     if "r" not in data:
-        raise ValueError(f"{file}: missing field 'r'")
+        raise AdapterError(f"{file}: missing field 'r'")
     return BoneConfig(
         r=int(data["r"]),
-        variant=variant,
-        mini_r=int(data.get("mini_r") or 1) if variant == "mini" else None,
+        variant=variant.name,
+        mini_r=int(data.get("mini_r") or 1) if variant.uses_mini_r else None,
         target_modules=data.get("target_modules"),
         exclude_modules=data.get("exclude_modules"),
         dropout=float(data.get("miss_dropout", data.get("bone_dropout", 0.0)) or 0.0),
@@ -139,7 +113,7 @@ def _read_json(file: Path) -> dict:
     try:
         return json.loads(file.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{file} is not valid JSON ({err}); the file is corrupt or truncated") from None
+        raise AdapterError(f"{file} is not valid JSON ({err}); the file is corrupt or truncated") from None
 
 
 def read_adapter(path: str | os.PathLike) -> tuple[BoneConfig, dict[str, Tensor], set[str]]:
@@ -148,11 +122,11 @@ def read_adapter(path: str | os.PathLike) -> tuple[BoneConfig, dict[str, Tensor]
     Raises with the file, the tensor and both shapes when the files disagree."""
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"adapter directory {path} does not exist")
+        raise MissingPathError(f"adapter directory {path} does not exist")
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (path / name).is_file():
             present = sorted(p.name for p in path.iterdir())
-            raise FileNotFoundError(f"{path / name} is missing (the directory holds {present}); not an adapter directory")
+            raise MissingPathError(f"{path / name} is missing (the directory holds {present}); not an adapter directory")
     peft = _read_json(path / CONFIG_FILE)
     transposed: set[str] = set()
     if (path / BONE_FILE).is_file():
@@ -164,7 +138,7 @@ def read_adapter(path: str | os.PathLike) -> tuple[BoneConfig, dict[str, Tensor]
     try:
         raw = load_file(path / WEIGHTS_FILE)
     except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path / WEIGHTS_FILE} is corrupt or truncated ({err})") from None
+        raise AdapterError(f"{path / WEIGHTS_FILE} is corrupt or truncated ({err})") from None
     blocks = {}
     for key, tensor in raw.items():
         stem = key[len(_PREFIX):] if key.startswith(_PREFIX) else key
@@ -173,29 +147,21 @@ def read_adapter(path: str | os.PathLike) -> tuple[BoneConfig, dict[str, Tensor]
                 blocks[stem[: -len(suffix)]] = tensor
                 break
         else:
-            raise ValueError(f"{path / WEIGHTS_FILE}: unexpected tensor {key!r} (expected '<module>.miss_block')")
+            raise AdapterError(f"{path / WEIGHTS_FILE}: unexpected tensor {key!r} (expected '<module>.miss_block')")
     if not blocks:
-        raise ValueError(f"{path / WEIGHTS_FILE} holds no adapter tensors")
+        raise AdapterError(f"{path / WEIGHTS_FILE} holds no adapter tensors")
     _check_block_ranks(cfg, blocks, path / WEIGHTS_FILE)
     return cfg, blocks, transposed
 
 
 def _check_block_ranks(cfg: BoneConfig, blocks: dict[str, Tensor], file: Path) -> None:
     """Shape facts that hold whatever the base model: the config must agree with every tensor."""
+    variant = variants.get(cfg.variant)
     for name, t in blocks.items():
-        if cfg.variant in ("col", "row"):
-            ok = t.dim() == 3 and t.shape[1] == t.shape[2] == cfg.r
-            want = f"(n, {cfg.r}, {cfg.r})"
-        elif cfg.variant == "mini":
-            ok = t.dim() == 2 and tuple(t.shape) == (cfg.r, cfg.mini_r)
-            want = f"({cfg.r}, {cfg.mini_r})"
-        else:
-            ok = t.dim() == 2 and t.shape[0] == cfg.r
-            want = f"({cfg.r}, out)"
-        if not ok:
-            raise ValueError(
+        if not variant.block_fits(tuple(t.shape), cfg.r, cfg.mini_r):
+            raise AdapterError(
                 f"{file}: tensor for {name} has shape {tuple(t.shape)}, but the config (variant {cfg.variant!r}, "
-                f"r={cfg.r}) needs {want}: config and weights disagree"
+                f"r={cfg.r}) needs {variant.block_pattern(cfg.r, cfg.mini_r)}: config and weights disagree"
             )
 
 
@@ -206,27 +172,24 @@ def load(model: nn.Module, path: str | os.PathLike, **overrides) -> nn.Module:
     cfg, blocks, _ = read_adapter(path)
     fixed = {"r", "variant", "mini_r", "target_modules", "exclude_modules"} & set(overrides)
     if fixed:
-        raise ValueError(f"{sorted(fixed)} are fixed by the adapter file and cannot be overridden")
+        raise AdapterError(f"{sorted(fixed)} are fixed by the adapter file and cannot be overridden")
     cfg = BoneConfig.from_dict({**cfg.to_dict(), **overrides})
     file = Path(path) / WEIGHTS_FILE
     modules = dict(model.named_modules())
     variant = variants.get(cfg.variant)
     for name, block in blocks.items():
         module = modules.get(name)
-        if module is None or not is_linear_like(module):
-            linear = [n for n, m in modules.items() if is_linear_like(m)][:5]
-            raise ValueError(f"{file}: module {name!r} is not a linear layer of this model (e.g. {linear})")
-        out, in_ = linear_shape(module)
+        if module is None or not is_adaptable(module):
+            linear = [n for n, m in modules.items() if is_adaptable(m)][:5]
+            raise AdapterError(f"{file}: module {name!r} is not a linear layer of this model (e.g. {linear})")
+        out, in_ = shape_of(module)
         expected = variant.block_shape(out, in_, cfg.r, cfg.mini_r)
         if tuple(block.shape) != tuple(expected):
-            raise ValueError(
+            raise AdapterError(
                 f"{file}: tensor for {name} has shape {tuple(block.shape)}, but the model's layer (out={out}, "
                 f"in={in_}) needs {tuple(expected)}: the adapter was made for a different base model"
             )
-    check_shapes(model, list(blocks), cfg)
-    exact = BoneConfig.from_dict({**cfg.to_dict(), "target_modules": sorted(blocks), "exclude_modules": None})
-    apply(model, exact)
-    model.bone_config = cfg
+    apply(model, cfg, modules=sorted(blocks))
     with torch.no_grad():
         for name, layer in bone_layers(model):
             layer.bone_block.copy_(blocks[name])

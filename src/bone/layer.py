@@ -1,13 +1,14 @@
-"""BoneLinear: a linear layer (torch Linear or transformers Conv1D) carrying one Bone adapter.
+"""BoneLinear: a frozen linear layer carrying named Bone adapters (`BoneAdapter`).
 
 The layer keeps the original module's `weight` and `bias` Parameters under the same names, so a
-model's state-dict keys do not change; the adapter adds `bone_block` (the only trainable tensor)
-and, for shard/mini with dropout, a parameter-free `bone_dropout`. Everything adapter-owned is
-named `bone_*`: that prefix drives freezing, saving and filtering.
+model's state-dict keys do not change. Everything adapter-owned lives under `bone_adapters`
+(`<layer>.bone_adapters.<name>.block`): that prefix drives freezing, saving and filtering.
+A layer has at most one active adapter (the one its forward runs) and at most one merged adapter
+(folded into `weight`); `bone.apply` / `bone.load` add the adapter named "default".
 
-Shapes: x `(..., in)`, weight `(out, in)` for Linear and `(in, out)` for Conv1D, y `(..., out)`.
-Casts happen once at the boundary: the variant function receives the base-dtype input and weight
-and the adapter-dtype block, and its result is cast back to the input's dtype.
+Shapes: x `(..., in)`, weight `(out, in)` (Linear) or `(in, out)` (Conv1D), y `(..., out)`.
+Casts happen once at the boundary: the variant function receives the base-dtype input and
+`(out, in)` weight and the adapter-dtype block, and its result is cast back to the input's dtype.
 """
 from __future__ import annotations
 
@@ -15,94 +16,110 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import kernels, variants
+from . import bases, variants
 from .config import BoneConfig
 
-
-def conv1d_class():
-    """transformers' Conv1D (GPT-2 family, weight stored `(in, out)`), or None without transformers."""
-    try:
-        from transformers.pytorch_utils import Conv1D
-    except ImportError:  # transformers is a dependency, but the core works without it
-        return None
-    return Conv1D
+DEFAULT = "default"  # the adapter name of bone.apply / bone.load
 
 
-def is_linear_like(module: nn.Module) -> bool:
-    conv1d = conv1d_class()
-    return isinstance(module, nn.Linear) or (conv1d is not None and isinstance(module, conv1d))
+class BoneAdapter(nn.Module):
+    """One Bone adapter on one layer: its block (the only trainable tensor), config and forward."""
 
+    def __init__(self, cfg: BoneConfig, out: int, in_: int, like: Tensor):
+        super().__init__()
+        self.cfg = cfg
+        self.variant = variants.get(cfg.variant)
+        shape = self.variant.block_shape(out, in_, cfg.r, cfg.mini_r)
+        self.block = nn.Parameter(torch.zeros(shape, dtype=cfg.torch_dtype or like.dtype, device=like.device))
+        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout else None
+        self.fn = self.variant.fused(cfg.chunk_size) if cfg.fused else self.variant.forward
 
-def linear_shape(module: nn.Module) -> tuple[int, int]:
-    """(out_features, in_features) of a Linear or Conv1D."""
-    if isinstance(module, nn.Linear):
-        return module.out_features, module.in_features
-    in_, out = module.weight.shape  # Conv1D stores (in, out)
-    return out, in_
+    def forward(self, x: Tensor, w_oi: Tensor, bias: Tensor | None) -> Tensor:
+        """x @ W'^T + bias in the adapter's compute dtype; w_oi is the base weight `(out, in)`."""
+        return self.fn(x, w_oi, bias, self.block, self.dropout)
+
+    def _fp32(self, w_oi: Tensor) -> tuple[Tensor, Tensor]:
+        dt = torch.promote_types(w_oi.dtype, torch.float32)
+        return w_oi.detach().to(dt), self.block.detach().to(dt)
+
+    def merged(self, w_oi: Tensor) -> Tensor:
+        """W' `(out, in)` in fp32 (fp64 for fp64 weights)."""
+        return self.variant.merged(*self._fp32(w_oi))
+
+    def unmerged(self, w_merged_oi: Tensor) -> Tensor:
+        """W `(out, in)` in fp32 from W' (col/row invert I + B; raises when ill-conditioned)."""
+        return self.variant.unmerged(*self._fp32(w_merged_oi))
+
+    def extra_repr(self) -> str:
+        mini = f", mini_r={self.cfg.mini_r}" if self.cfg.mini_r else ""
+        return f"variant={self.variant.name}, r={self.cfg.r}{mini}, block={tuple(self.block.shape)}"
 
 
 class BoneLinear(nn.Module):
-    """A Linear/Conv1D with a Bone adapter; `merged` / `disabled` switch it to the base product."""
+    """A Linear/Conv1D with Bone adapters; merged or disabled, it runs the base product only."""
 
-    def __init__(self, base: nn.Module, cfg: BoneConfig):
+    def __init__(self, base: nn.Module):
         super().__init__()
-        self.transposed = not isinstance(base, nn.Linear)  # Conv1D: weight is (in, out)
-        self.out_features, self.in_features = linear_shape(base)
+        self.kind = bases.kind_of(base)
+        self.out_features, self.in_features = self.kind.shape(base)
         self.weight = base.weight
         self.bias = base.bias
-        self.variant = variants.get(cfg.variant)
-        self.r = cfg.r
-        self.mini_r = cfg.mini_r
-        shape = self.variant.block_shape(self.out_features, self.in_features, cfg.r, cfg.mini_r)
-        dtype = cfg.torch_dtype or base.weight.dtype
-        self.bone_block = nn.Parameter(torch.zeros(shape, dtype=dtype, device=base.weight.device))
-        self.bone_dropout = nn.Dropout(cfg.dropout) if cfg.dropout else None
-        self._fn = kernels.forward_fn(cfg.variant, cfg.chunk_size) if cfg.fused else self.variant.forward
-        self.merged = False  # adapter folded into self.weight
+        self.bone_adapters = nn.ModuleDict()
+        self.active: str | None = None  # the adapter the forward runs
+        self.merged_name: str | None = None  # the adapter folded into self.weight
         self.disabled = False  # bone.disabled(): behave as the base layer
+
+    # --- adapters ---------------------------------------------------------------------------
+    def add_adapter(self, name: str, cfg: BoneConfig) -> BoneAdapter:
+        """A new zero-initialised adapter `name` (made active)."""
+        adapter = BoneAdapter(cfg, self.out_features, self.in_features, self.weight)
+        self.bone_adapters[name] = adapter
+        self.active = name
+        return adapter
+
+    def adapter(self, name: str | None = None) -> BoneAdapter:
+        """The adapter `name` (default: the active one)."""
+        return self.bone_adapters[name or self.active]
+
+    @property
+    def bone_block(self) -> nn.Parameter:
+        """The active adapter's block."""
+        return self.adapter().block
+
+    @property
+    def merged(self) -> bool:
+        return self.merged_name is not None
+
+    # --- computation ------------------------------------------------------------------------
+    @property
+    def transposed(self) -> bool:
+        return self.kind.transposed
 
     def weight_oi(self) -> Tensor:
         """The base weight in `(out, in)` layout (a view for Conv1D)."""
-        return self.weight.t() if self.transposed else self.weight
+        return self.kind.weight_oi(self.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.merged or self.disabled:
+        if self.merged_name is not None or self.disabled or self.active is None:
             return F.linear(x, self.weight_oi(), self.bias)
-        return self._fn(x, self.weight_oi(), self.bias, self.bone_block, self.bone_dropout).to(x.dtype)
+        return self.bone_adapters[self.active](x, self.weight_oi(), self.bias).to(x.dtype)
 
-    def _stored(self, w_oi: Tensor) -> Tensor:
-        """An `(out, in)` result in the weight's storage layout and dtype (the one cast)."""
-        return (w_oi.t() if self.transposed else w_oi).to(self.weight.dtype)
-
-    def merged_weight(self) -> Tensor:
-        """W' in storage layout and dtype; arithmetic in fp32 (fp64 for fp64 weights)."""
-        dt = torch.promote_types(self.weight.dtype, torch.float32)
-        w = self.weight_oi().detach().to(dt)
-        return self._stored(self.variant.merged(w, self.bone_block.detach().to(dt)))
+    def merged_weight(self, name: str | None = None) -> Tensor:
+        """W' of adapter `name` (default: active) in storage layout and dtype; fp32 arithmetic."""
+        return self.kind.stored(self.adapter(name).merged(self.weight_oi()), self.weight)
 
     def unmerged_weight(self) -> Tensor:
-        """W from the merged weight (col/row invert I + B; raises when that is ill-conditioned)."""
-        dt = torch.promote_types(self.weight.dtype, torch.float32)
-        w = self.weight_oi().detach().to(dt)
-        return self._stored(self.variant.unmerged(w, self.bone_block.detach().to(dt)))
+        """W from the current (merged) weight, in storage layout and dtype."""
+        return self.kind.stored(self.adapter(self.merged_name).unmerged(self.weight_oi()), self.weight)
 
     @torch.no_grad()
     def write_weight(self, w: Tensor) -> None:
         self.weight.copy_(w)
 
     def to_base(self) -> nn.Module:
-        """A plain Linear/Conv1D sharing this layer's weight and bias (the adapter is dropped)."""
-        if self.transposed:
-            base = conv1d_class()(self.out_features, self.in_features)
-        else:
-            base = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
-        base.weight = self.weight
-        base.bias = self.bias
-        return base
+        """A plain module of the base kind sharing this layer's weight and bias (adapters dropped)."""
+        return self.kind.rebuild(self.weight, self.bias, self.out_features, self.in_features)
 
     def extra_repr(self) -> str:
-        mini = f", mini_r={self.mini_r}" if self.mini_r else ""
-        return (
-            f"in={self.in_features}, out={self.out_features}, variant={self.variant.name}, r={self.r}{mini}, "
-            f"block={tuple(self.bone_block.shape)}, merged={self.merged}"
-        )
+        return (f"in={self.in_features}, out={self.out_features}, base={self.kind.name}, "
+                f"active={self.active}, merged={self.merged_name}")

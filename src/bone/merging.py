@@ -15,13 +15,14 @@ from torch import Tensor, nn
 
 from . import variants
 from .config import BoneConfig
+from .errors import AdapterError, ModelError, UsageError
 from .inject import bone_layers
 
 
 def _require_layers(model: nn.Module) -> list:
     layers = list(bone_layers(model))
     if not layers:
-        raise ValueError("the model has no Bone adapters: call bone.apply(model, cfg) or bone.load(model, dir) first")
+        raise ModelError("the model has no Bone adapters: call bone.apply(model, cfg) or bone.load(model, dir) first")
     return layers
 
 
@@ -31,10 +32,10 @@ def merge(model: nn.Module, safe: bool = False) -> nn.Module:
     if safe:
         for name, layer in layers:
             if not torch.isfinite(layer.merged_weight()).all():
-                raise ValueError(f"merging {name} gives non-finite weights: the adapter is broken; nothing was changed")
+                raise AdapterError(f"merging {name} gives non-finite weights: the adapter is broken; nothing was changed")
     for _, layer in layers:
         layer.write_weight(layer.merged_weight())
-        layer.merged = True
+        layer.merged_name = layer.active
     return model
 
 
@@ -43,14 +44,15 @@ def unmerge(model: nn.Module) -> nn.Module:
     block's I + B is singular or ill-conditioned."""
     layers = [(n, layer) for n, layer in _require_layers(model) if layer.merged]
     for name, layer in layers:
-        if layer.variant.name in ("col", "row"):
+        adapter = layer.adapter(layer.merged_name)
+        if adapter.variant.needs_inverse:
             try:
-                variants.inverse_blocks(layer.bone_block)
-            except ValueError as err:
-                raise ValueError(f"cannot unmerge {name}: {err}") from None
+                variants.inverse_blocks(adapter.block)
+            except AdapterError as err:
+                raise AdapterError(f"cannot unmerge {name}: {err}") from None
     for _, layer in layers:
         layer.write_weight(layer.unmerged_weight())
-        layer.merged = False
+        layer.merged_name = None
     return model
 
 
@@ -60,7 +62,7 @@ def disabled(model: nn.Module) -> Iterator[nn.Module]:
     layers = _require_layers(model)
     merged = [n for n, layer in layers if layer.merged]
     if merged:
-        raise RuntimeError(f"adapters are merged into the weights ({merged[0]}, ...); call bone.unmerge(model) first")
+        raise UsageError(f"adapters are merged into the weights ({merged[0]}, ...); call bone.unmerge(model) first")
     for _, layer in layers:
         layer.disabled = True
     try:
@@ -95,15 +97,15 @@ def merge_state_dict(
     for name, block in blocks.items():
         key = f"{name}.weight"
         if key not in state_dict:
-            raise KeyError(f"adapter module {name!r} has no weight {key!r} in the state dict")
+            raise AdapterError(f"adapter module {name!r} has no weight {key!r} in the state dict")
         w = state_dict[key]
         o, i = (w.shape[1], w.shape[0]) if name in transposed else tuple(w.shape)
         why = variant.check(o, i, cfg.r, cfg.mini_r)
         if why is not None:
-            raise ValueError(f"cannot merge into {key} {tuple(w.shape)}: variant {cfg.variant!r} {why}")
+            raise AdapterError(f"cannot merge into {key} {tuple(w.shape)}: variant {cfg.variant!r} {why}")
         expected = variant.block_shape(o, i, cfg.r, cfg.mini_r)
         if tuple(block.shape) != tuple(expected):
-            raise ValueError(
+            raise AdapterError(
                 f"adapter block for {name} has shape {tuple(block.shape)} but weight {key} {tuple(w.shape)} "
                 f"needs {tuple(expected)} for variant {cfg.variant!r}, r={cfg.r}"
             )

@@ -41,7 +41,7 @@ def expected_trainable(model_before, cfg):
     total = 0
     names = bone.inject.resolve_targets(model_before, cfg)
     for name in names:
-        out, in_ = bone.layer.linear_shape(model_before.get_submodule(name))
+        out, in_ = bone.bases.shape_of(model_before.get_submodule(name))
         total += {"col": cfg.r * out, "shard": cfg.r * out, "row": cfg.r * in_, "mini": cfg.r * (cfg.mini_r or 0)}[cfg.variant]
     return total
 
@@ -61,7 +61,7 @@ def test_lifecycle(variant, kind, dtype, build, randomize, tmp_path):
     # identity at init, only the blocks are trainable, with the documented count
     torch.testing.assert_close(run(model, inp), base_out, rtol=0, atol=0 if dtype == torch.float32 else TOL[dtype])
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    assert trainable and all(n.endswith("bone_block") for n in trainable)
+    assert trainable and all(n.endswith(".bone_adapters.default.block") for n in trainable)
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == n_expected
 
     randomize(model, std=0.05 if dtype == torch.float32 else 0.02)

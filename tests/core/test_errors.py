@@ -204,7 +204,7 @@ def test_disabled_while_merged_and_without_adapters(make_llama):
 
 def test_load_overrides_only_non_math_fields(make_llama, saved):
     model = bone.load(make_llama(), saved, fused=False)
-    assert model.bone_config.fused is False
+    assert bone.adapter_config(model).fused is False
     with pytest.raises(ValueError, match=r"\['r'\] are fixed by the adapter file"):
         bone.load(make_llama(), saved, r=8)
 

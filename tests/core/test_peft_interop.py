@@ -44,7 +44,7 @@ def test_peft_to_bone_same_blocks_same_outputs(variant, make_llama, tmp_path):
     expected = logits(pm, ids)
     pm.save_pretrained(tmp_path)
     model = bone.load(make_llama(), tmp_path)
-    assert model.bone_config.variant == variant
+    assert bone.adapter_config(model).variant == variant
     torch.testing.assert_close(logits(model, ids), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -54,7 +54,7 @@ def test_row_is_refused_by_peft_not_misread(make_llama, randomize, tmp_path):
     assert json.loads((tmp_path / "adapter_config.json").read_text())["peft_type"] == "BONE_ROW"
     with pytest.raises(KeyError, match="BONE_ROW"):
         peft.PeftModel.from_pretrained(make_llama(), tmp_path)
-    assert bone.load(make_llama(), tmp_path).bone_config.variant == "row"
+    assert bone.adapter_config(bone.load(make_llama(), tmp_path)).variant == "row"
 
 
 def test_saved_layout_keys_and_shapes(make_llama, tmp_path):
@@ -88,5 +88,5 @@ def test_legacy_peft_bone_dirs(name, variant):
     net = LegacyNet()
     net.load_state_dict({k[len("base."):]: v for k, v in expected.items() if k.startswith("base.")})
     bone.load(net, d)
-    assert net.bone_config.variant == variant and net.bone_config.r == 4
+    assert bone.adapter_config(net).variant == variant and bone.adapter_config(net).r == 4
     torch.testing.assert_close(net(expected["x"]), expected["y"], rtol=1e-5, atol=1e-5)

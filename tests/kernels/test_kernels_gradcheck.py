@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from bone import kernels
+from bone import variants
 
 # (variant, out, in, r, mini_r, chunk_size): chunk sizes that split out unevenly on purpose
 CASES = [
@@ -24,7 +24,7 @@ CASES = [
 @pytest.mark.parametrize("transposed", [False, True])
 def test_gradcheck(case, variant, out, in_, r, mini_r, chunk, transposed):
     x, w, b, blk = case(variant, out, in_, r, mini_r=mini_r, transposed=transposed)
-    fn = kernels.forward_fn(variant, chunk)
+    fn = variants.get(variant).fused(chunk)
     assert gradcheck(lambda x, blk: fn(x, w, b, blk, None), (x, blk))
 
 
@@ -33,7 +33,7 @@ def test_gradcheck_with_dropout(case, variant, mini_r):
     """The mask is redrawn from the saved RNG state in backward; reseeding before each call
     makes the function deterministic for the finite differences."""
     x, w, b, blk = case(variant, 6, 10, 4, mini_r=mini_r)
-    fn = kernels.forward_fn(variant, 4096)
+    fn = variants.get(variant).fused(4096)
     drop = torch.nn.Dropout(0.4)
 
     def f(x, blk):

@@ -6,7 +6,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bone import kernels, variants
+from bone import variants
+from bone.errors import UsageError
 
 EPS = {torch.float32: 2.0 ** -23, torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}
 
@@ -25,7 +26,7 @@ def _assert_close_as_reference(variant, x, w, b, blk, chunk=4096, drop=None):
     """The fused result may differ from the float64 truth at most a few times as much as the
     reference computed in the same dtypes does (plus a few ulps of the output scale)."""
     ref = variants.get(variant).forward
-    fused = _run(kernels.forward_fn(variant, chunk), x, w, b, blk, drop)
+    fused = _run(variants.get(variant).fused(chunk), x, w, b, blk, drop)
     low = _run(ref, x, w, b, blk, drop)
     d = lambda t: None if t is None else t.detach().double()  # noqa: E731
     truth = _run(ref, d(x), d(w), d(b), d(blk), drop)
@@ -83,14 +84,14 @@ def test_dropout_mask_matches_reference(case, variant, dtype):
     drop = torch.nn.Dropout(0.5)
     ref = _run(variants.get(variant).forward, x, w, b, blk, drop, seed=7)
     after_ref = torch.get_rng_state()
-    fused = _run(kernels.forward_fn(variant, 4096), x, w, b, blk, drop, seed=7)
+    fused = _run(variants.get(variant).fused(4096), x, w, b, blk, drop, seed=7)
     assert torch.equal(torch.get_rng_state(), after_ref)
     for f, r_ in zip(fused, ref):
         torch.testing.assert_close(f, r_, rtol=1e-2 if dtype == torch.bfloat16 else 1e-5, atol=1e-5)
-    other = _run(kernels.forward_fn(variant, 4096), x, w, b, blk, drop, seed=8)
+    other = _run(variants.get(variant).fused(4096), x, w, b, blk, drop, seed=8)
     assert not torch.allclose(other[1], fused[1])  # a different seed draws a different mask
     drop.eval()  # eval mode: no dropout at all
-    torch.testing.assert_close(_run(kernels.forward_fn(variant, 4096), x, w, b, blk, drop)[0],
+    torch.testing.assert_close(_run(variants.get(variant).fused(4096), x, w, b, blk, drop)[0],
                                _run(variants.get(variant).forward, x, w, b, blk, None)[0])
 
 
@@ -99,7 +100,7 @@ def test_torch_compile_and_checkpoint(case, variant, p):
     """dynamo traces the Functions (aot_eager backend: no C++ toolchain needed) and non-reentrant
     checkpointing recomputes them; both give the eager gradients."""
     x, w, b, blk = case(variant, 16, 12, 4, mini_r=MINI_R[variant], dtype=torch.float32)
-    fn = kernels.forward_fn(variant, 8)
+    fn = variants.get(variant).fused(8)
     drop = torch.nn.Dropout(p) if p else None
     eager = _run(fn, x, w, b, blk, drop, seed=3)
     # one graph without dropout; with dropout the RNG-state capture is a graph break (documented)
@@ -122,18 +123,18 @@ def test_forward_fns_pickle(case):
 
     for variant in ("col", "row", "shard", "mini"):
         x, w, b, blk = case(variant, 8, 8, 4, mini_r=MINI_R[variant] and 2, dtype=torch.float32)
-        fn = pickle.loads(pickle.dumps(kernels.forward_fn(variant, 4)))
-        torch.testing.assert_close(fn(x, w, b, blk, None), kernels.forward_fn(variant, 4)(x, w, b, blk, None))
+        fn = pickle.loads(pickle.dumps(variants.get(variant).fused(4)))
+        torch.testing.assert_close(fn(x, w, b, blk, None), variants.get(variant).fused(4)(x, w, b, blk, None))
 
 
 def test_bad_inputs_fail_clearly(case):
     with pytest.raises(ValueError, match="unknown Bone variant"):
-        kernels.forward_fn("diag", 64)
+        variants.get("diag").fused(64)
     with pytest.raises(ValueError, match="chunk_size"):
-        kernels.forward_fn("col", 0)
+        variants.get("col").fused(0)
     x, w, b, blk = case("col", 8, 8, 4, dtype=torch.float32)
-    with pytest.raises(ValueError, match="frozen"):
-        kernels.forward_fn("col", 64)(x, w.requires_grad_(), b, blk, None)
+    with pytest.raises(UsageError, match="frozen"):
+        variants.get("col").fused(64)(x, w.requires_grad_(), b, blk, None)
     x, w, b, blk = case("shard", 8, 8, 4, dtype=torch.float32)
     with pytest.raises(TypeError, match="nn.Dropout"):
-        kernels.forward_fn("shard", 64)(x, w, b, blk, torch.nn.ReLU())
+        variants.get("shard").fused(64)(x, w, b, blk, torch.nn.ReLU())

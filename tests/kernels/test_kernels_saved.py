@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import bone
-from bone import kernels, variants
+from bone import variants
 from bone.bench.measure import SavedLog
 
 
@@ -22,7 +22,7 @@ def test_col_row_keep_no_weight_sized_tensor(case, variant, transposed):
     out, in_, r = 64, 48, 8
     x, w, b, blk = case(variant, out, in_, r, lead=(2, 3), dtype=torch.float32, transposed=transposed)
     w_ptr = w.untyped_storage().data_ptr()
-    log, y = _saved(kernels.forward_fn(variant, 16), x, w, b, blk)
+    log, y = _saved(variants.get(variant).fused(16), x, w, b, blk)
     big = [(shape, ptr) for shape, ptr in log.shapes if torch.Size(shape).numel() >= out * in_ and ptr != w_ptr]
     assert big == []
     assert log.bytes({w_ptr}) <= x.numel() * 4 + blk.numel() * 4  # x and the block, nothing else
@@ -36,7 +36,7 @@ def test_shard_keeps_only_slice_sums(case, variant, mini_r, p):
     x, w, b, blk = case(variant, out, in_, r, mini_r=mini_r, lead=(4, 5), dtype=torch.float32)
     w_ptr = w.untyped_storage().data_ptr()
     drop = nn.Dropout(p) if p else None
-    log, _ = _saved(kernels.forward_fn(variant, 4096), x, w, b, blk, drop)
+    log, _ = _saved(variants.get(variant).fused(4096), x, w, b, blk, drop)
     tokens = x.numel() // in_
     assert log.bytes({w_ptr, blk.untyped_storage().data_ptr()}) == tokens * r * 4  # s only
     ref_log, _ = _saved(variants.get(variant).forward, x, w, b, blk, drop)

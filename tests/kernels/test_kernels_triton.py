@@ -25,7 +25,7 @@ def test_triton_col_matches_reference_under_interpreter():
 
 
 def test_triton_path_not_selected_on_cpu():
-    """forward_fn uses the torch ColFn for CPU tensors (and for r the kernels do not tile)."""
+    """Variant.fused("col") runs the torch ColFn for CPU tensors (and for r the kernels do not tile)."""
     x, w, blk = torch.zeros(2, 32), torch.zeros(32, 32), torch.zeros(2, 16, 16)
     assert not triton_col.usable(x, w, blk)
     assert not triton_col.usable(x, w, torch.zeros(4, 8, 8))

@@ -64,7 +64,7 @@ def test_accelerate_fsdp2_launch_resumed_matches_one_process(model_dir, tmp_path
     # parameter name, where an unsharded (DDP or 1-process) run writes integer ids
     for step in (2, 4):
         state = torch.load(two / "checkpoints" / f"step-{step:06d}" / "optimizer.pt", weights_only=True)["state"]
-        assert all(isinstance(k, str) and k.endswith(".bone_block") for k in state), list(state)[:3]
+        assert all(isinstance(k, str) and k.endswith(".bone_adapters.default.block") for k in state), list(state)[:3]
     ref_opt = torch.load(one / "checkpoints" / "step-000004" / "optimizer.pt", weights_only=True)["state"]
     assert all(isinstance(k, int) for k in ref_opt)
 
@@ -84,7 +84,8 @@ def test_accelerate_fsdp2_launch_resumed_matches_one_process(model_dir, tmp_path
     for s1, s2 in zip((ref_opt[i] for i in sorted(ref_opt)), state.values()):  # both in module order
         assert float(s1["step"]) == float(s2["step"]) == 4.0
         for m in ("exp_avg", "exp_avg_sq"):
-            torch.testing.assert_close(s2[m], s1[m], rtol=1e-4, atol=1e-9)
+            # elementwise against the tensor's scale: 2 processes sum in another order
+            torch.testing.assert_close(s2[m], s1[m], rtol=1e-4, atol=1e-5 * s1[m].abs().max().item())
 
     # (c) same checkpoint and adapter layout as the single-process run (plus rank 1's RNG state)
     c1, c2 = one / "checkpoints" / "step-000004", two / "checkpoints" / "step-000004"

@@ -81,7 +81,7 @@ def test_zero3_resumed_and_cross_launch_resumes_match_one_process(model_dir, tmp
 
     ckpt = z / "checkpoints" / "step-000004"
     ours, ref = (torch.load(d / "optimizer.pt", weights_only=True) for d in (ckpt, one / "checkpoints" / "step-000004"))
-    assert list(ours["state"]) == [f"{n}.bone_block" for n in module_order(model_dir, one)]  # by name, in order
+    assert list(ours["state"]) == [f"{n}.bone_adapters.default.block" for n in module_order(model_dir, one)]  # by name, in order
     assert len(ours["state"]) == len(ref["state"]) == 14
     for s1, s2 in zip((ref["state"][i] for i in sorted(ref["state"])), ours["state"].values()):
         assert float(s2["step"]) == 4.0

@@ -46,12 +46,13 @@ def test_fsdp_two_processes_checkpoint_resume_match_one_process(model_dir, tmp_p
     assert scale > 1e-3 and diff < 1e-5
     o1 = torch.load(tmp_path / "one" / "optimizer.pt", weights_only=True)["state"]
     o2 = torch.load(tmp_path / "two4" / "optimizer.pt", weights_only=True)["state"]
-    assert len(o2) == len(a) and all(k.endswith("bone_block") for k in o2)
+    assert len(o2) == len(a) and all(k.endswith(".bone_adapters.default.block") for k in o2)
     for s1, s2 in zip((o1[i] for i in sorted(o1)), o2.values()):  # both in module order
         assert float(s1["step"]) == float(s2["step"]) == 4.0
         for m in ("exp_avg", "exp_avg_sq"):
             assert s1[m].shape == s2[m].shape
-            torch.testing.assert_close(s2[m], s1[m], rtol=1e-4, atol=1e-9)
+            # elementwise against the tensor's scale: 2 processes sum in another order
+            torch.testing.assert_close(s2[m], s1[m], rtol=1e-4, atol=1e-5 * s1[m].abs().max().item())
 
 
 @pytest.mark.integration

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import atomic_write
+from ..fs import atomic_write
 from ..train.options import field_comments
 from . import measure, report, setups
 from .scale import scale_table

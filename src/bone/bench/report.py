@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..io import atomic_write
+from ..fs import atomic_write
 
 MIB = 1024 ** 2
 

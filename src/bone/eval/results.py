@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..io import atomic_write
+from ..fs import atomic_write
 
 
 def _write_text(path: Path, text: str) -> None:

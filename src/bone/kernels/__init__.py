@@ -1,8 +1,10 @@
 """Flash-Bone: fused Bone autograd functions that keep nothing weight-sized for backward.
 
-`forward_fn(variant, chunk_size)` returns a callable with the exact signature and semantics of
-`bone.variants.get(variant).forward`: `(x, w, bias, block, dropout) -> x @ W'^T + bias`, with the
-same output dtype and the same gradients wrt x and block (W and bias are frozen).
+`bone.variants.get(name).fused(chunk_size)` returns one of the callables below, with the exact
+signature and semantics of that variant's reference `forward`:
+`(x, w, bias, block, dropout) -> x @ W'^T + bias`, with the same output dtype and the same
+gradients wrt x and block (W and bias are frozen). `chunk_size` is the number of output rows of
+any weight-sized temporary materialised at once (col's W', a dtype-cast W, shard's W + dW).
 
   col    `blockwise.ColFn`: W' rebuilt chunk by chunk in forward and backward; on CUDA with
          Triton, `triton_col` applies the block transform to W tiles inside the GEMM instead.
@@ -12,21 +14,25 @@ same output dtype and the same gradients wrt x and block (W and bias are frozen)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import Tensor, nn
 
-from .. import variants
+from ..errors import ConfigError, UsageError
 from . import triton_col
 from .blockwise import ColFn, RowFn
 from .shard import ShardFn, dropout_p
 
-__all__ = ["forward_fn", "ColFn", "RowFn", "ShardFn", "ColForward", "RowForward", "ShardForward"]
+__all__ = ["ColFn", "RowFn", "ShardFn", "ColForward", "RowForward", "ShardForward"]
+
+
+def _check_chunk(chunk_size) -> None:
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size <= 0:
+        raise ConfigError(f"chunk_size must be a positive int, got {chunk_size!r}")
 
 
 def _check_frozen(w: Tensor, bias: Tensor | None) -> None:
     if w.requires_grad or (bias is not None and bias.requires_grad):
-        raise ValueError(
+        raise UsageError(
             "Flash-Bone kernels treat the base weight and bias as frozen, but one requires grad; "
             "freeze it (requires_grad_(False)) or use BoneConfig(fused=False) for the reference path"
         )
@@ -37,6 +43,9 @@ class ColForward:
     """col: x `(..., in)`, w `(out, in)`, block `(out/r, r, r)` -> `(..., out)` in block dtype."""
 
     chunk_size: int  # output rows of W' materialised at once (torch path)
+
+    def __post_init__(self) -> None:
+        _check_chunk(self.chunk_size)
 
     def __call__(self, x: Tensor, w: Tensor, bias: Tensor | None, block: Tensor, dropout: nn.Module | None = None) -> Tensor:
         _check_frozen(w, bias)
@@ -51,6 +60,9 @@ class RowForward:
 
     chunk_size: int  # output rows of a dtype-cast W materialised at once
 
+    def __post_init__(self) -> None:
+        _check_chunk(self.chunk_size)
+
     def __call__(self, x: Tensor, w: Tensor, bias: Tensor | None, block: Tensor, dropout: nn.Module | None = None) -> Tensor:
         _check_frozen(w, bias)
         return RowFn.apply(x, w, bias, block, self.chunk_size)
@@ -62,18 +74,9 @@ class ShardForward:
 
     chunk_size: int  # output rows of the folded W + dW materialised at once
 
+    def __post_init__(self) -> None:
+        _check_chunk(self.chunk_size)
+
     def __call__(self, x: Tensor, w: Tensor, bias: Tensor | None, block: Tensor, dropout: nn.Module | None = None) -> Tensor:
         _check_frozen(w, bias)
         return ShardFn.apply(x, w, bias, block, dropout_p(dropout), self.chunk_size)
-
-
-_FORWARD = {"col": ColForward, "row": RowForward, "shard": ShardForward, "mini": ShardForward}
-
-
-def forward_fn(variant: str, chunk_size: int) -> Callable:
-    """The fused forward for `variant` ("col", "row", "shard", "mini"); chunk_size = output rows
-    of a weight-sized temporary materialised at once (col's W', a dtype-cast W, shard's W + dW)."""
-    variants.get(variant)  # raises a clear error for an unknown name
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size <= 0:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    return _FORWARD[variant](chunk_size)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..io import atomic_write
+from ..fs import atomic_write
 
 
 class Monitor:

@@ -117,7 +117,8 @@ def optimizer_state(model: nn.Module, optimizer) -> dict:
 def _trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """(parameter name, block) of the adapter blocks, in the order `bone.trainable_parameters`
     gives them to the optimizer; names as `get_optimizer_state_dict` writes them."""
-    return [(f"{n}.bone_block".replace("_checkpoint_wrapped_module.", ""), layer.bone_block) for n, layer in bone_layers(model)]
+    wanted = {id(layer.bone_block) for _, layer in bone_layers(model)}
+    return [(n.replace("_checkpoint_wrapped_module.", ""), p) for n, p in model.named_parameters() if id(p) in wanted]
 
 
 def _keyed_by_name(model: nn.Module, state: dict) -> dict:

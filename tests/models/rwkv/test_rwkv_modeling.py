@@ -57,7 +57,7 @@ def test_default_bone_targets(model):
     expect = {"att.receptance", "att.key", "att.value", "att.output", "ffn.key", "ffn.value"}
     assert adapted == expect
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable and all(n.endswith("bone_block") for n in trainable)
+    assert trainable and all(n.endswith(".bone_adapters.default.block") for n in trainable)
 
 
 def test_gradient_checkpointing_with_bone_gives_the_same_gradients(model):

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ...io import atomic_write
+from ...errors import ModelError
+from ...fs import atomic_write
 from .config import RWKVConfig
 from .modeling import RWKVForCausalLM
 
@@ -136,10 +137,12 @@ def save_pth(model: RWKVForCausalLM, path: str | os.PathLike, dtype: torch.dtype
 
     dtype: cast every tensor (None keeps each parameter's dtype). A model still carrying Bone
     adapters is refused: merge them (bone.merge + bone.unload) or use merge_pth."""
-    sd = model.state_dict()
-    adapters = [k for k in sd if not k.endswith(".weight") and k.rsplit(".", 1)[-1].endswith("_block")]
-    if adapters:
-        raise ValueError(f"the model still has Bone adapter tensors ({adapters[:3]}...); call bone.merge(model) "
+    from ...inject import bone_layers
+
+    adapted = [name for name, _ in bone_layers(model)]
+    if adapted:
+        raise ModelError(f"the model still has Bone adapters ({adapted[:3]}...); call bone.merge(model) "
                          f"and bone.unload(model) first, or use bone.models.rwkv.merge_pth")
+    sd = model.state_dict()
     out = {k: v.detach().to("cpu", dtype or v.dtype).contiguous().clone() for k, v in sd.items()}
     return atomic_save(out, path)

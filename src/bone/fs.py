@@ -1,0 +1,121 @@
+"""Writing files and folders so that a reader sees the old version or the complete new one.
+
+Every file bone writes goes through `atomic_write` (or `write_text` / `write_json`); every folder
+it builds (adapters, checkpoints, merged models) is built under `temp_sibling(final)` and moved
+into place with `replace_dir`. Temporaries are named `.<name>.tmp-<pid>`, so `remove_stale`
+can delete those whose writer is gone (a killed run) without touching anything else.
+
+Results get the permissions an ordinary write would get under the user's umask (temporary files
+are created private, so they are opened up before the rename).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+_TMP = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)(?P<suffix>\.[^.]*)?$")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def open_up(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give `path` the mode a plain create would: 0666 (files) or 0777 (folders) minus the umask."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
+def temp_sibling(path: str | os.PathLike, suffix: str = "") -> Path:
+    """The temporary name this process uses for `path`: `.<name>.tmp-<pid><suffix>` beside it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale(path: str | os.PathLike) -> list[Path]:
+    """Delete temporaries of `path` (see `temp_sibling`) left by writers that are no longer
+    running; returns what was removed. Other files, and live writers' temporaries, are kept."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    for p in path.parent.iterdir():
+        m = _TMP.match(p.name)
+        if m is None or m.group("name") != path.name or _alive(int(m.group("pid"))):
+            continue
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Path:
+    """Call write(tmp_path) on a temporary file beside `path`, then rename it into place, so `path`
+    is either its old self or complete. On any error the temporary is removed and `path` is untouched."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}.", suffix="", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        open_up(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_json(path: str | os.PathLike, data, *, indent: int | None = 2, sort_keys: bool = True) -> Path:
+    """JSON (with a final newline), serialized before anything is written."""
+    text = json.dumps(data, indent=indent, sort_keys=sort_keys, allow_nan=False) + "\n"
+    return write_text(path, text)
+
+
+def make_temp_dir(final: str | os.PathLike) -> Path:
+    """A fresh, empty temporary folder for building `final` (stale ones of dead writers removed)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(final)
+    tmp = temp_sibling(final)
+    if tmp.exists():
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    tmp.mkdir()
+    open_up(tmp, directory=True)
+    return tmp
+
+
+def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> Path:
+    """Move the finished folder `tmp` to `final`, replacing an existing folder there (the old one
+    is renamed aside first, so `final` is always a complete folder, old or new)."""
+    tmp, final = Path(tmp), Path(final)
+    if final.exists():
+        old = temp_sibling(final, ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        final.replace(old)
+        tmp.replace(final)
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    else:
+        tmp.replace(final)
+    return final
