@@ -116,6 +116,20 @@ def _read_json(file: Path) -> dict:
         raise AdapterError(f"{file} is not valid JSON ({err}); the file is corrupt or truncated") from None
 
 
+def is_adapter_dir(path: str | os.PathLike) -> bool:
+    """Whether `path` is a folder in the layout this module reads (bone, PEFT MiSS or PEFT Bone)."""
+    path = Path(path)
+    if (path / BONE_FILE).is_file():
+        return True
+    if not (path / CONFIG_FILE).is_file():
+        return False
+    try:
+        peft = json.loads((path / CONFIG_FILE).read_text())
+    except json.JSONDecodeError:
+        return True  # ours to read, and read_adapter reports the corruption
+    return isinstance(peft, dict) and variants.from_peft(peft.get("peft_type"), peft.get("init_weights", True)) is not None
+
+
 def read_adapter(path: str | os.PathLike) -> tuple[BoneConfig, dict[str, Tensor], set[str]]:
     """(config, {module name: block}, Conv1D module names) from a bone, PEFT MiSS or PEFT Bone dir.
 

@@ -134,5 +134,5 @@ def test_permission_denied_says_how_to_fix(tmp_path):
     p = tmp_path / "locked.jsonl"
     p.write_text(json.dumps(ROWS[0]) + "\n")
     p.chmod(0)
-    with pytest.raises(PermissionError, match="locked.jsonl cannot be read.*chmod"):
+    with pytest.raises(DataError, match="locked.jsonl cannot be read.*chmod"):
         load_records(str(p))

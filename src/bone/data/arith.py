@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from ..errors import ConfigError, DataError
 
 SPLITS = ("train", "test")
 TEST_BUCKET = 5  # a question is in the test split when its hash % TEST_BUCKET == 0
@@ -92,15 +93,15 @@ def generate(n: int, *, seed: int = 0, split: str = "train") -> list[dict]:
 
     Returns [{"question": str, "answer": "a op b = c\\n...\\n#### N"}] * n."""
     if split not in SPLITS:
-        raise ValueError(f"arith split must be one of {SPLITS}, got {split!r}")
+        raise DataError(f"arith split must be one of {SPLITS}, got {split!r}")
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+        raise ConfigError(f"n must be >= 0, got {n}")
     rng = random.Random(f"bone-arith/{seed}/{split}")
     out, seen, tries = [], set(), 0
     while len(out) < n:
         tries += 1
         if tries > 50 * n + 1000:
-            raise ValueError(f"could not draw {n} distinct {split} problems; ask for fewer")
+            raise DataError(f"could not draw {n} distinct {split} problems; ask for fewer")
         name, item = rng.choice(NAMES), rng.choice(ITEMS)
         question, steps = rng.choice(KINDS)(rng, name, PRONOUN[name], item)
         if question in seen or split_of(question) != split:

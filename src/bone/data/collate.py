@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ModelError
 from .tokenize import IGNORE
 
 
 def collate(batch: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
     """[{"input_ids": (T_i,), "labels": (T_i,)}] -> {"input_ids", "attention_mask", "labels"}, each (B, max T_i)."""
     if pad_token_id is None:
-        raise ValueError("pad_token_id is None: set tokenizer.pad_token (e.g. to the eos token)")
+        raise ModelError("pad_token_id is None: set tokenizer.pad_token (e.g. to the eos token)")
     width = max(len(b["input_ids"]) for b in batch)
     ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
     labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)

@@ -10,15 +10,12 @@ import io
 import json
 from pathlib import Path
 
+from ..errors import ConfigError, DataError, MissingPathError
 from ..models.hub import looks_like_hub_name, require_hub
 
 FORMATS = (".jsonl", ".json", ".csv", ".parquet")  # local file types load_records reads
 BUNDLED = {"arith"}  # names usable as "bundled:<name>"
 BUNDLED_SIZES = {"train": 5000, "test": 500}  # rows of "bundled:arith" when no limit is given
-
-
-class DataError(ValueError):
-    """A data file or record is malformed; the message names where and how to fix it."""
 
 
 def _is_empty(value) -> bool:
@@ -40,7 +37,7 @@ def _read_text(path: Path) -> str:
     except UnicodeDecodeError as e:
         raise DataError(f"{path} is not UTF-8 text (byte {e.start}): re-save it as UTF-8") from None
     except PermissionError:
-        raise PermissionError(f"{path} cannot be read (permission denied): fix its permissions "
+        raise DataError(f"{path} cannot be read (permission denied): fix its permissions "
                               f"(chmod +r) or copy it somewhere readable") from None
 
 
@@ -120,7 +117,7 @@ def load_records(source: str, *, split: str = "train", limit: int | None = None)
     "bundled:arith" (the deterministic arithmetic generator; split "train" or "test");
     or a Hugging Face Hub dataset "org/name[:config]" (online only; offline fails at once)."""
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be a positive number of records, got {limit}")
+        raise ConfigError(f"limit must be a positive number of records, got {limit}")
     source = str(source)
     if source.startswith("bundled:"):
         name = source.split(":", 1)[1]
@@ -136,7 +133,7 @@ def load_records(source: str, *, split: str = "train", limit: int | None = None)
         if looks_like_hub_name(source.partition(":")[0]) and path.suffix not in FORMATS:
             rows = _load_hub(source, split)
         else:
-            raise FileNotFoundError(f"data file {source} not found: pass an existing {'/'.join(FORMATS)} "
+            raise MissingPathError(f"data file {source} not found: pass an existing {'/'.join(FORMATS)} "
                                     f"file, 'bundled:arith', or a Hub dataset name 'org/name' (online)")
     elif path.is_dir():
         raise DataError(f"{path} is a folder: pass one data file ({'/'.join(FORMATS)})")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .sources import DataError
+from ..errors import ConfigError, DataError
 
 TEMPLATES = ("alpaca", "chat")  # names accepted by render_prompt / tokenize_examples
 
@@ -123,7 +123,7 @@ def _alpaca_parts(example: Example) -> tuple[str, str | None]:
 
 def check_template(template: str) -> None:
     if template not in TEMPLATES:
-        raise ValueError(f"unknown template {template!r}: choose one of {', '.join(TEMPLATES)}")
+        raise ConfigError(f"unknown template {template!r}: choose one of {', '.join(TEMPLATES)}")
 
 
 def render_prompt(example: Example, tokenizer, template: str) -> str:
@@ -135,7 +135,7 @@ def render_prompt(example: Example, tokenizer, template: str) -> str:
     if msgs[-1]["role"] == "assistant":
         msgs = msgs[:-1]
     if getattr(tokenizer, "chat_template", None) is None:
-        raise ValueError("template='chat' needs a tokenizer with a chat template; this one has none "
+        raise DataError("template='chat' needs a tokenizer with a chat template; this one has none "
                          "(use template='alpaca')")
     return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
@@ -148,7 +148,7 @@ def render_response(example: Example, tokenizer, template: str) -> tuple[str, bo
     prompt = render_prompt(example, tokenizer, template)
     full = tokenizer.apply_chat_template(_chat(example), tokenize=False)
     if not full.startswith(prompt):
-        raise ValueError("this tokenizer's chat template renders the conversation differently from its "
+        raise DataError("this tokenizer's chat template renders the conversation differently from its "
                          "generation prompt, so the response cannot be separated; use template='alpaca'")
     response = full[len(prompt):].rstrip()
     eos = tokenizer.eos_token or ""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import ConfigError, DataError, ModelError
 from .templates import Example, check_template, render_prompt, render_response
 
 IGNORE = -100  # label value the loss skips
@@ -45,7 +46,7 @@ class TokenizedDataset(Dataset):
 
 def _encode_example(tokenizer, ex: Example, template: str) -> tuple[list[int], list[int]]:
     if ex.response is None and ex.messages is None:
-        raise ValueError("an example without a response cannot be used for training or loss evaluation")
+        raise DataError("an example without a response cannot be used for training or loss evaluation")
     prompt = encode_prompt(tokenizer, ex, template)
     text, add_eos = render_response(ex, tokenizer, template)
     response = list(tokenizer.encode(text, add_special_tokens=False))
@@ -67,9 +68,9 @@ def tokenize_examples(examples, tokenizer, *, template: str = "alpaca", max_leng
     """Tokenize `examples` (list[Example]) into a TokenizedDataset (see its docstring for stats)."""
     check_template(template)
     if max_length < 2:
-        raise ValueError(f"max_length must be at least 2 tokens, got {max_length}")
+        raise ConfigError(f"max_length must be at least 2 tokens, got {max_length}")
     if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no eos token; set tokenizer.eos_token before tokenizing")
+        raise ModelError("the tokenizer has no eos token; set tokenizer.eos_token before tokenizing")
     encoded, truncated, dropped = [], 0, 0
     for ex in examples:
         ids, labels = _encode_example(tokenizer, ex, template)
@@ -90,5 +91,5 @@ def tokenize_examples(examples, tokenizer, *, template: str = "alpaca", max_leng
         "supervised_tokens": sum(sum(t != IGNORE for t in lab) for _, lab in rows),
     }
     if not rows:
-        raise ValueError(f"no example fits max_length={max_length}: every prompt fills it; raise max_length")
+        raise DataError(f"no example fits max_length={max_length}: every prompt fills it; raise max_length")
     return TokenizedDataset(rows, stats)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import DataError
 from ..data.templates import Example, to_examples
 from ..data.tokenize import encode_prompt
 from .answers import answers_match, extract_answer
@@ -57,7 +58,7 @@ def gsm8k_eval(model, tokenizer, records, *, template: str = "alpaca", batch_siz
     for i, ex in enumerate(examples):
         gold = extract_answer(_gold_text(ex))
         if gold is None:
-            raise ValueError(f"record {i}: the reference answer has no final number (expected e.g. '#### 42')")
+            raise DataError(f"record {i}: the reference answer has no final number (expected e.g. '#### 42')")
         golds.append(gold)
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos

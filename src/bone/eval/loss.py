@@ -6,6 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..errors import DataError
 from ..data.collate import collate
 from ..data.tokenize import IGNORE
 
@@ -17,7 +18,7 @@ def loss_eval(model, dataset, *, batch_size: int = 8) -> dict:
     Rows are right-padded, so a causal model's outputs at real positions do not see the padding;
     the model is called as model(input_ids=(B, T)) -> .logits (B, T, V), shifted by one."""
     if len(dataset) == 0:
-        raise ValueError("loss_eval got an empty dataset")
+        raise DataError("loss_eval got an empty dataset")
     device = next(model.parameters()).device
     total, count = 0.0, 0
     was_training = model.training
@@ -33,6 +34,6 @@ def loss_eval(model, dataset, *, batch_size: int = 8) -> dict:
     finally:
         model.train(was_training)
     if count == 0:
-        raise ValueError("the dataset has no supervised tokens (all labels are -100)")
+        raise DataError("the dataset has no supervised tokens (all labels are -100)")
     loss = total / count
     return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": count}

@@ -1,17 +1,23 @@
 """One entry point for every model family: Hugging Face causal LMs and RWKV `.pth` checkpoints.
 
 Every model returned answers `model(input_ids=ids, labels=None)` with an object whose `.logits`
-is `(B, T, vocab)` (and `.loss` when labels are given), like transformers.
+is `(B, T, vocab)` (and `.loss` when labels are given), like transformers. What differs between
+families lives in their `Family` object (`bone.models.family`).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from .hub import looks_like_hub_name, require_hub
+from ..errors import ModelError
+from .family import Family
+from .hf import HFFamily
+from .rwkv.family import RWKVFamily
 
 EMBEDDED = ("smollm2-135m",)  # names of models that ship inside a Python package
+FAMILIES: list[Family] = [RWKVFamily(), HFFamily()]  # the first that owns a path wins
 
 
 def resolve(path: str | Path) -> Path | str:
@@ -23,8 +29,16 @@ def resolve(path: str | Path) -> Path | str:
     return path
 
 
-def _is_rwkv(path) -> bool:
-    return str(path).endswith(".pth")
+def family_of(path: str | Path) -> Family:
+    """The family of a (resolved) model path."""
+    return next(f for f in FAMILIES if f.owns(Path(path)))
+
+
+def family_of_model(model: nn.Module) -> Family:
+    for f in FAMILIES:
+        if f.owns_model(model):
+            return f
+    raise ModelError(f"{type(model).__name__} belongs to no model family bone knows")
 
 
 def load_model(path: str | Path, dtype: torch.dtype | None = None):
@@ -32,38 +46,10 @@ def load_model(path: str | Path, dtype: torch.dtype | None = None):
 
     dtype: parameter dtype (None = fp32 for RWKV, the checkpoint's own for HF)."""
     path = resolve(path)
-    if _is_rwkv(path):
-        from .rwkv import load_rwkv
-
-        return load_rwkv(path, dtype=dtype)
-    p = Path(path)
-    if not p.exists():
-        if looks_like_hub_name(str(path)):
-            require_hub(str(path), "model", "model=/path/to/hf_model_dir")
-        else:
-            raise FileNotFoundError(
-                f"model {str(path)!r} not found: pass a Hugging Face model folder, an RWKV .pth file, "
-                f"or one of the embedded names {EMBEDDED}"
-            )
-    elif p.is_dir() and not (p / "config.json").exists():
-        raise FileNotFoundError(f"{p} is a folder without config.json: not a Hugging Face model folder")
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or "auto")
+    return family_of(path).load_model(path, dtype)
 
 
 def load_tokenizer(path: str | Path):
     """The tokenizer that goes with `load_model(path)` (RWKV: the World tokenizer)."""
     path = resolve(path)
-    if _is_rwkv(path):
-        from .rwkv import WorldTokenizer
-
-        return WorldTokenizer()
-    if not Path(path).exists() and looks_like_hub_name(str(path)):
-        require_hub(str(path), "tokenizer", "model=/path/to/hf_model_dir")
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(path))
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    return tok
+    return family_of(path).load_tokenizer(path)

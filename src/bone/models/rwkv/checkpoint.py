@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ...errors import ModelError
+from ...errors import MissingPathError, ModelError
 from ...fs import atomic_write
 from .config import RWKVConfig
 from .modeling import RWKVForCausalLM
@@ -26,19 +26,19 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Tensor]:
     """The raw state dict of a .pth, loaded with weights_only=True. Raises on anything but tensors."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"RWKV checkpoint {path} does not exist")
+        raise MissingPathError(f"RWKV checkpoint {path} does not exist")
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise ValueError(f"{path} holds objects other than plain tensors and cannot be loaded safely "
+        raise ModelError(f"{path} holds objects other than plain tensors and cannot be loaded safely "
                          f"(weights_only=True): {str(err).splitlines()[0]}") from None
     except (RuntimeError, EOFError, OSError) as err:
-        raise ValueError(f"{path} is not a readable torch checkpoint (corrupt or truncated?): {err}") from None
+        raise ModelError(f"{path} is not a readable torch checkpoint (corrupt or truncated?): {err}") from None
     if not isinstance(sd, dict):
-        raise ValueError(f"{path} holds a {type(sd).__name__}, not a dict of tensors: not an RWKV checkpoint")
+        raise ModelError(f"{path} holds a {type(sd).__name__}, not a dict of tensors: not an RWKV checkpoint")
     bad = [k for k, v in sd.items() if not isinstance(v, Tensor)]
     if bad:
-        raise ValueError(f"{path} has non-tensor entries {bad[:5]}: not a BlinkDL RWKV checkpoint "
+        raise ModelError(f"{path} has non-tensor entries {bad[:5]}: not a BlinkDL RWKV checkpoint "
                          f"(converted '_strategy' files of the rwkv runtime are not supported)")
     return sd
 
@@ -46,7 +46,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Tensor]:
 def detect_version(sd: dict[str, Tensor], where: str = "checkpoint") -> str:
     """"rwkv7" (x070) or "rwkv6" (x060); clear errors for non-RWKV and other RWKV versions."""
     if "emb.weight" not in sd or "blocks.0.att.key.weight" not in sd:
-        raise ValueError(f"{where} is not an RWKV checkpoint: it has no 'emb.weight' / 'blocks.0.att.key.weight' "
+        raise ModelError(f"{where} is not an RWKV checkpoint: it has no 'emb.weight' / 'blocks.0.att.key.weight' "
                          f"(first keys: {list(sd)[:5]})")
     if "blocks.0.att.r_k" in sd:
         return "rwkv7"
@@ -54,14 +54,14 @@ def detect_version(sd: dict[str, Tensor], where: str = "checkpoint") -> str:
         return "rwkv6"
     for key, name in _OLDER.items():
         if f"blocks.0.{key}" in sd:
-            raise ValueError(f"{where} is an {name} checkpoint; only RWKV-7 (x070) and RWKV-6 (x060) are supported")
-    raise ValueError(f"{where} is an RWKV checkpoint of an unknown version (no 'blocks.0.att.r_k' of x070, "
+            raise ModelError(f"{where} is an {name} checkpoint; only RWKV-7 (x070) and RWKV-6 (x060) are supported")
+    raise ModelError(f"{where} is an RWKV checkpoint of an unknown version (no 'blocks.0.att.r_k' of x070, "
                      f"no 'blocks.0.att.time_maa_x' of x060); only x070 and x060 are supported")
 
 
 def _dim(sd: dict[str, Tensor], key: str, axis: int, where: str) -> int:
     if key not in sd:
-        raise ValueError(f"{where} is missing key {key!r} needed to read the model size")
+        raise ModelError(f"{where} is missing key {key!r} needed to read the model size")
     return int(sd[key].shape[axis])
 
 
@@ -82,7 +82,7 @@ def config_from_state_dict(sd: dict[str, Tensor], where: str = "checkpoint") -> 
     N = _dim(sd, "blocks.0.att.time_faaaa", 1, where)
     mix = _dim(sd, "blocks.0.att.time_maa_w1", 1, where)
     if mix % 5:
-        raise ValueError(f"{where}: blocks.0.att.time_maa_w1 has {mix} columns, not a multiple of 5 (x060 layout)")
+        raise ModelError(f"{where}: blocks.0.att.time_maa_w1 has {mix} columns, not a multiple of 5 (x060 layout)")
     return RWKVConfig("rwkv6", head_size=int(N), decay_lora=_dim(sd, "blocks.0.att.time_decay_w1", 1, where),
                       mix_lora=mix // 5, **common)
 
@@ -101,7 +101,7 @@ def check_layout(model: nn.Module, sd: dict[str, Tensor], where: str = "checkpoi
     if shapes:
         problems.append(f"shape mismatches: {shapes[:8]}")
     if problems:
-        raise ValueError(f"{where} does not match the {model.config.version} layout it was detected as:\n  "
+        raise ModelError(f"{where} does not match the {model.config.version} layout it was detected as:\n  "
                          + "\n  ".join(problems))
 
 
@@ -112,7 +112,7 @@ def load_rwkv(path: str | os.PathLike, dtype: torch.dtype | str | None = None, c
     chunk_size: WKV chunk length of the training form; None = RWKVConfig's default."""
     if isinstance(dtype, str):
         if not isinstance(getattr(torch, dtype, None), torch.dtype):
-            raise ValueError(f"dtype={dtype!r} is not a torch dtype name (use e.g. 'float32' or 'bfloat16')")
+            raise ModelError(f"dtype={dtype!r} is not a torch dtype name (use e.g. 'float32' or 'bfloat16')")
         dtype = getattr(torch, dtype)
     sd = read_checkpoint(path)
     cfg = config_from_state_dict(sd, str(path))

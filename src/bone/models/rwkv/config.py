@@ -5,6 +5,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from ...errors import ModelError
+
 MODEL_TYPES = ("rwkv7", "rwkv6")
 
 
@@ -27,17 +29,17 @@ class RWKVConfig:
 
     def __post_init__(self) -> None:
         if self.model_type not in MODEL_TYPES:
-            raise ValueError(f"RWKVConfig.model_type={self.model_type!r} is not one of {MODEL_TYPES}")
+            raise ModelError(f"RWKVConfig.model_type={self.model_type!r} is not one of {MODEL_TYPES}")
         for name in ("n_layer", "n_embd", "head_size", "vocab_size", "dim_ffn", "decay_lora", "chunk_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"RWKVConfig.{name} must be a positive int, got {value!r}")
+                raise ModelError(f"RWKVConfig.{name} must be a positive int, got {value!r}")
         if self.n_embd % self.head_size:
-            raise ValueError(f"n_embd={self.n_embd} is not a multiple of head_size={self.head_size}")
+            raise ModelError(f"n_embd={self.n_embd} is not a multiple of head_size={self.head_size}")
         needed = ("aaa_lora", "mv_lora", "gate_lora") if self.model_type == "rwkv7" else ("mix_lora",)
         for name in needed:
             if getattr(self, name) <= 0:
-                raise ValueError(f"{self.model_type} needs RWKVConfig.{name} > 0, got {getattr(self, name)!r}")
+                raise ModelError(f"{self.model_type} needs RWKVConfig.{name} > 0, got {getattr(self, name)!r}")
 
     @property
     def n_head(self) -> int:

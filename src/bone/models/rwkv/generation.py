@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from ...errors import ConfigError, UsageError
 
 
 def _stack_states(states: list[list[tuple]]) -> list[tuple]:
@@ -15,9 +16,9 @@ def greedy_generate(model, input_ids: Tensor, attention_mask: Tensor | None, max
                     eos_token_id, pad_token_id) -> Tensor:
     """input_ids (B, T) -> (B, T + n), n <= max_new_tokens (fewer when every row hit eos)."""
     if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}")
+        raise UsageError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}")
     if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        raise ConfigError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     eos = torch.tensor([] if eos_token_id is None else
                        [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id),
@@ -29,7 +30,7 @@ def greedy_generate(model, input_ids: Tensor, attention_mask: Tensor | None, max
     for row in range(input_ids.shape[0]):
         prompt = input_ids[row][mask[row]]
         if prompt.numel() == 0:
-            raise ValueError(f"row {row} of the batch has no prompt tokens (its attention_mask is all 0)")
+            raise UsageError(f"row {row} of the batch has no prompt tokens (its attention_mask is all 0)")
         out = model(input_ids=prompt.unsqueeze(0))
         last_logits.append(out.logits[:, -1])
         states.append(out.state)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ...errors import AdapterError, ConfigError
 from ...io import read_adapter
 from ...merging import merge_state_dict
 from .checkpoint import atomic_save, detect_version, read_checkpoint
@@ -18,21 +19,21 @@ def merge_pth(base_pth: str | os.PathLike, adapter_dir: str | os.PathLike, out_p
     """Write base_pth with the adapter of adapter_dir merged to out_pth (atomically). Returns out_pth."""
     base, out = Path(base_pth), Path(out_pth)
     if out.exists() and base.exists() and out.resolve() == base.resolve():
-        raise ValueError(f"refusing to overwrite the input checkpoint {base}; choose another --out path")
+        raise ConfigError(f"refusing to overwrite the input checkpoint {base}; choose another --out path")
     sd = read_checkpoint(base)
     detect_version(sd, str(base))
     cfg, blocks, transposed = read_adapter(adapter_dir)
     missing = sorted(m for m in blocks if f"{m}.weight" not in sd)
     if missing:
-        raise ValueError(f"adapter {adapter_dir} adapts module(s) {missing[:6]} that {base} does not have "
+        raise AdapterError(f"adapter {adapter_dir} adapts module(s) {missing[:6]} that {base} does not have "
                          f"(no '<module>.weight' key): was it trained on a different model?")
     if transposed:
-        raise ValueError(f"adapter {adapter_dir} marks {sorted(transposed)[:3]} as transposed (Conv1D) layers; "
+        raise AdapterError(f"adapter {adapter_dir} marks {sorted(transposed)[:3]} as transposed (Conv1D) layers; "
                          f"RWKV checkpoints store every projection as (out, in)")
     try:
         merged = merge_state_dict(sd, cfg, blocks)
-    except ValueError as err:
-        raise ValueError(f"adapter {adapter_dir} does not fit {base}: {err}") from None
+    except AdapterError as err:
+        raise AdapterError(f"adapter {adapter_dir} does not fit {base}: {err}") from None
     merged = {k: merged[k] for k in sd}  # the input's key order
     changed = [k for k in sd if merged[k].dtype != sd[k].dtype or merged[k].shape != sd[k].shape]
     if changed:  # merge_state_dict promises this; a merged file with other dtypes would not be faithful

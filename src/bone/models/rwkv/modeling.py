@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from transformers.utils import ModelOutput
 
+from ...errors import ConfigError, DataError, UsageError
 from .config import RWKVConfig
 from .generation import greedy_generate
 from .layer6 import Block6
@@ -40,7 +41,7 @@ def _check_mask(attention_mask: Tensor | None) -> None:
         return
     m = attention_mask.bool()
     if (m[:, 1:] & ~m[:, :-1]).any():
-        raise ValueError(
+        raise DataError(
             "RWKV is a recurrent model: a training batch must be right-padded (attention_mask 1...1 0...0 "
             "per row; the padded positions are then harmless). Left-padded prompts belong in model.generate, "
             "which handles them per row."
@@ -83,7 +84,7 @@ class RWKVForCausalLM(nn.Module):
         """Recompute each block in backward (torch.utils.checkpoint, non-reentrant)."""
         kwargs = dict(gradient_checkpointing_kwargs or {})
         if kwargs.pop("use_reentrant", False):
-            raise ValueError(
+            raise ConfigError(
                 "use_reentrant=True is not supported for RWKV: with a frozen base (Bone) the reentrant variant "
                 "drops the adapter gradients. Leave it out (non-reentrant is used)."
             )
@@ -106,7 +107,7 @@ class RWKVForCausalLM(nn.Module):
     ) -> RWKVCausalLMOutput:
         """input_ids (B, T) -> logits (B, T, vocab); `state` (from a previous call) continues a sequence."""
         if input_ids.dim() != 2 or input_ids.shape[1] == 0:
-            raise ValueError(f"input_ids must be (batch, tokens) with at least one token, got {tuple(input_ids.shape)}")
+            raise UsageError(f"input_ids must be (batch, tokens) with at least one token, got {tuple(input_ids.shape)}")
         _check_mask(attention_mask)
         x = self.emb(input_ids)
         v_first, new_state = None, []
@@ -137,5 +138,5 @@ class RWKVForCausalLM(nn.Module):
         Each row's prompt is its attention_mask==1 tokens (left or right padding both work); rows
         that produced eos are filled with pad_token_id; stops early when every row is done."""
         if do_sample:
-            raise ValueError("RWKVForCausalLM.generate is greedy only; call it with do_sample=False")
+            raise ConfigError("RWKVForCausalLM.generate is greedy only; call it with do_sample=False")
         return greedy_generate(self, input_ids, attention_mask, max_new_tokens, eos_token_id, pad_token_id)

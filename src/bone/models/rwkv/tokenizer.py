@@ -6,6 +6,7 @@ import functools
 from pathlib import Path
 
 import torch
+from ...errors import MissingDependencyError, ModelError
 
 VOCAB_FILE = "rwkv_vocab_v20230424.txt"
 WORLD_VOCAB_SIZE = 65536  # embedding rows of every World model; ids 1..65529 are tokens, 0 is end-of-text
@@ -17,11 +18,11 @@ def _trie():
     try:
         import rwkv.rwkv_tokenizer as rt
     except ImportError as err:
-        raise ImportError("the RWKV World tokenizer ships in the `rwkv` package: pip install 'bone[rwkv]' "
+        raise MissingDependencyError("the RWKV World tokenizer ships in the `rwkv` package: pip install 'bone[rwkv]' "
                           "(or pip install rwkv)") from err
     vocab = Path(rt.__file__).with_name(VOCAB_FILE)
     if not vocab.is_file():
-        raise FileNotFoundError(f"{vocab} is missing from the installed rwkv package; reinstall rwkv>=0.8.30")
+        raise MissingDependencyError(f"{vocab} is missing from the installed rwkv package; reinstall rwkv>=0.8.30")
     return rt.TRIE_TOKENIZER(str(vocab))
 
 
@@ -90,7 +91,7 @@ def check_vocab(model, tokenizer) -> None:
     n_model = model.config.vocab_size
     n_tok = len(tokenizer)
     if n_tok > n_model:
-        raise ValueError(
+        raise ModelError(
             f"vocabulary mismatch: the tokenizer has {n_tok} ids but the checkpoint's emb/head have {n_model} rows; "
             f"this checkpoint was trained with a different tokenizer (RWKV World models have {WORLD_VOCAB_SIZE})"
         )

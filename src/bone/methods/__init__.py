@@ -1,0 +1,40 @@
+"""Fine-tuning methods, one registered object each (see `base.Method`).
+
+`bone train` runs `METHODS[cfg.method]`; `load_adapter` gives an adapter folder to the method
+that owns it. Adding a method: a class in a new file of this package and one entry below.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from ..errors import AdapterError, ConfigError, MissingPathError
+from .base import Method
+from .bone import BoneMethod
+
+METHODS: dict[str, Method] = {m.name: m for m in (BoneMethod(),)}
+
+
+def get(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown method {name!r}; choose one of {list(METHODS)}") from None
+
+
+def owner(path: str | Path) -> Method:
+    """The method whose saved result the folder `path` holds."""
+    path = Path(path)
+    if not path.is_dir():
+        raise MissingPathError(f"adapter directory {path} does not exist (pass the adapter/ folder that bone train wrote)")
+    for method in METHODS.values():
+        if method.owns(path):
+            return method
+    present = sorted(p.name for p in path.iterdir())
+    raise AdapterError(f"{path} is not an adapter folder any method reads (it holds {present[:8]})")
+
+
+def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
+    """`model` with the adapter (or other saved result) in `path` applied, by the method that owns it."""
+    return owner(path).load(model, Path(path))

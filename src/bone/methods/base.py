@@ -1,0 +1,66 @@
+"""Method: what `bone train` trains and how its result is saved and read back.
+
+The training recipe, its checkpoints (gathered under FSDP2 / ZeRO), `bone eval --adapter` and
+`bone compare` only talk to this interface, so a new method (a Bone variant is one method with
+a variant option; a baseline such as LoRA is another) is one class in one file of this package
+plus one entry in `bone.methods.METHODS`.
+
+Parameter names: `trainable` returns `(name, parameter)` pairs with the names
+`model.named_parameters()` gives (minus activation-checkpointing wrappers); checkpoints key the
+optimizer state and the gathered tensors by them, so they must be the same in every process.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from ..train.config import TrainConfig
+
+WRAPPER = "_checkpoint_wrapped_module."  # inserted into parameter names by activation checkpointing
+
+
+def named_trainable(model: nn.Module, params: list[nn.Parameter]) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) for `params`, in `model.named_parameters()` order, wrapper names removed."""
+    wanted = {id(p) for p in params}
+    return [(n.replace(WRAPPER, ""), p) for n, p in model.named_parameters() if id(p) in wanted]
+
+
+class Method:
+    """Interface for one fine-tuning method."""
+
+    name: str
+    about: str  # one line for help texts and reports
+
+    def label(self, cfg: "TrainConfig") -> str:
+        """A short description of the configured method, e.g. 'Bone-col r=64'."""
+        raise NotImplementedError
+
+    def apply(self, model: nn.Module, cfg: "TrainConfig") -> nn.Module:
+        """Prepare `model` for training (freeze what is not trained); returns the model to train."""
+        raise NotImplementedError
+
+    def trainable(self, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+        """What the optimizer updates, in a fixed order (see the module docstring for names)."""
+        raise NotImplementedError
+
+    def save(self, model: nn.Module, path: Path, tensors: dict[str, Tensor] | None = None) -> None:
+        """Write the trained result to the folder `path` (created). `tensors` ({name: full tensor},
+        names as `trainable` gives them) replaces the model's own values, e.g. when they were
+        gathered from shards."""
+        raise NotImplementedError
+
+    def read_trained(self, model: nn.Module, path: Path) -> dict[str, Tensor]:
+        """The trained tensors saved at `path`, keyed as `trainable(model)` names them (resuming);
+        raises AdapterError when they do not fit `model`."""
+        raise NotImplementedError
+
+    def owns(self, path: Path) -> bool:
+        """Whether the folder `path` holds a result this method saved (or can read)."""
+        raise NotImplementedError
+
+    def load(self, model: nn.Module, path: Path) -> nn.Module:
+        """`model` with the result saved at `path` applied, ready for evaluation or merging."""
+        raise NotImplementedError

@@ -1,0 +1,51 @@
+"""The Bone method: `bone.apply` with the run's `bone:` section (variant, r, targets, ...)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from .. import io
+from ..errors import AdapterError
+from ..inject import apply, bone_layers, trainable_parameters
+from .base import Method, named_trainable
+
+
+class BoneMethod(Method):
+    name = "bone"
+    about = "Bone adapters (variant col / row / shard / mini, Flash-Bone kernels)"
+
+    def label(self, cfg):
+        return f"Bone-{cfg.bone.variant} r={cfg.bone.r}"
+
+    def apply(self, model, cfg):
+        return apply(model, cfg.bone)
+
+    def trainable(self, model):
+        return named_trainable(model, trainable_parameters(model))
+
+    def _layer_names(self, model: nn.Module) -> dict[str, str]:
+        """{parameter name: layer name} of the active blocks, in training order."""
+        layer_of = {id(layer.bone_block): name for name, layer in bone_layers(model)}
+        return {n: layer_of[id(p)] for n, p in self.trainable(model)}
+
+    def save(self, model, path, tensors=None):
+        blocks = None
+        if tensors is not None:
+            layer_of = self._layer_names(model)
+            blocks = {layer_of[n]: t for n, t in tensors.items()}
+        io.save(model, path, blocks=blocks)
+
+    def read_trained(self, model, path):
+        _, blocks, _ = io.read_adapter(path)
+        layer_of = self._layer_names(model)
+        if set(blocks) != set(layer_of.values()):
+            missing, extra = sorted(set(layer_of.values()) - set(blocks)), sorted(set(blocks) - set(layer_of.values()))
+            raise AdapterError(f"{path} does not fit this model: missing {missing[:4]}, unexpected {extra[:4]}")
+        return {param: blocks[layer] for param, layer in layer_of.items()}
+
+    def owns(self, path: Path) -> bool:
+        return io.is_adapter_dir(path)
+
+    def load(self, model, path):
+        return io.load(model, path)

@@ -1,0 +1,51 @@
+"""Model families: everything that differs between a Hugging Face folder and an RWKV `.pth`.
+
+A family recognises its files, loads a model and its tokenizer, prepares a model for training
+(vocabulary checks, activation checkpointing) and merges an adapter into its files. The
+trainer, `bone eval` and `bone merge` ask `family_of(path)` / `family_of_model(model)` instead of
+testing suffixes or model types. A new family is one class (in its own module) plus one entry
+in `FAMILIES` (`bone.models`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class Family:
+    """Interface for one family of model files."""
+
+    name: str
+
+    def owns(self, path: Path) -> bool:
+        """Whether `path` (a local path, already resolved from embedded names) is this family's."""
+        raise NotImplementedError
+
+    def owns_model(self, model: nn.Module) -> bool:
+        raise NotImplementedError
+
+    def load_model(self, path: Path | str, dtype: torch.dtype | None) -> nn.Module:
+        raise NotImplementedError
+
+    def load_tokenizer(self, path: Path | str):
+        raise NotImplementedError
+
+    def prepare(self, model: nn.Module, tokenizer) -> None:
+        """Checks before training or evaluation (e.g. the tokenizer fits the embedding)."""
+
+    def enable_gradient_checkpointing(self, model: nn.Module) -> None:
+        """Non-reentrant activation checkpointing (reentrant drops a frozen base's adapter gradients)."""
+        raise NotImplementedError
+
+    def check_merge(self, base: Path, out: Path) -> None:
+        """Refuse (before any work) a merge of `base` into `out` this family cannot write."""
+
+    def merge_files(self, base: Path, adapter: Path, dest: Path) -> str:
+        """Write base with the adapter merged to the new path `dest`; returns a summary line."""
+        raise NotImplementedError
+
+    def stored_dtypes(self, base: Path) -> set[torch.dtype]:
+        """The floating dtypes the base's weight files store."""
+        raise NotImplementedError

@@ -1,0 +1,145 @@
+"""The Hugging Face family: folders with config.json and safetensors weights.
+
+Loading goes through transformers. Merging streams shard by shard, tensor by tensor (`safe_open`): each adapted `<module>.weight` is replaced by
+`bone.merge_state_dict`'s merged weight (fp32 arithmetic, cast once to the stored dtype); every
+other tensor is copied unchanged. The output keeps the input's shard files, index json, dtypes
+and metadata, plus its config / tokenizer files. Peak memory: about one shard.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..errors import AdapterError, MissingPathError
+from ..io import read_adapter
+from ..merging import merge_state_dict
+from .family import Family
+from .hub import looks_like_hub_name, require_hub
+
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack")  # never copied
+
+
+def shard_files(base: Path) -> list[str]:
+    """The safetensors files of a HF folder, in the order the index (or the single file) names them."""
+    if (base / INDEX).is_file():
+        weight_map = json.loads((base / INDEX).read_text())["weight_map"]
+        files = sorted(set(weight_map.values()))
+        missing = [f for f in files if not (base / f).is_file()]
+        if missing:
+            raise MissingPathError(f"{base / INDEX} names shard(s) {missing} that are not in {base}")
+        return files
+    if (base / SINGLE).is_file():
+        return [SINGLE]
+    weights = sorted(p.name for p in base.iterdir() if p.name.endswith(WEIGHT_SUFFIXES))
+    raise MissingPathError(
+        f"{base} has no {SINGLE} or {INDEX} (weight files found: {weights or 'none'}); bone merge streams safetensors: "
+        f"re-save the model with model.save_pretrained(dir) (transformers writes safetensors)"
+    )
+
+
+def module_of(key: str) -> str | None:
+    return key[: -len(".weight")] if key.endswith(".weight") else None
+
+
+def merge_folder(base: Path, adapter: Path, dest: Path) -> dict:
+    """Write the merged model into the new folder `dest`; returns {"merged": n, "tensors": n, "shards": n}."""
+    cfg, blocks, transposed = read_adapter(adapter)
+    files = shard_files(base)
+    located = {}
+    for f in files:
+        with safe_open(base / f, framework="pt") as fh:
+            for key in fh.keys():
+                name = module_of(key)
+                if name in blocks:
+                    located[name] = f
+    missing = sorted(set(blocks) - set(located))
+    if missing:
+        raise AdapterError(
+            f"the adapter adapts {len(missing)} module(s) with no '<module>.weight' in {base}, e.g. {missing[:3]}: "
+            f"the adapter was trained on a different base model"
+        )
+    dest.mkdir(parents=True)
+    n_tensors = 0
+    for f in files:
+        out_tensors = {}
+        with safe_open(base / f, framework="pt") as fh:
+            metadata = fh.metadata() or {"format": "pt"}
+            for key in fh.keys():
+                t = fh.get_tensor(key)
+                name = module_of(key)
+                if name in blocks:
+                    t = merge_state_dict({key: t}, cfg, {name: blocks[name]}, transposed & {name})[key]
+                out_tensors[key] = t.contiguous()
+                n_tensors += 1
+        save_file(out_tensors, dest / f, metadata=metadata)
+        del out_tensors
+    for p in base.iterdir():
+        if p.is_file() and not p.name.endswith(WEIGHT_SUFFIXES) and not p.name.startswith("."):
+            shutil.copy2(p, dest / p.name)
+    return {"merged": len(blocks), "tensors": n_tensors, "shards": len(files)}
+
+
+_DTYPES = {"F32": torch.float32, "F64": torch.float64, "BF16": torch.bfloat16, "F16": torch.float16}
+
+
+class HFFamily(Family):
+    name = "hf"
+
+    def owns(self, path):
+        return not str(path).endswith(".pth")
+
+    def owns_model(self, model):
+        return not getattr(getattr(model, "config", None), "model_type", "").startswith("rwkv")
+
+    def load_model(self, path, dtype):
+        p = Path(path)
+        if not p.exists():
+            if looks_like_hub_name(str(path)):
+                require_hub(str(path), "model", "model=/path/to/hf_model_dir")
+            else:
+                raise MissingPathError(
+                    f"model {str(path)!r} not found: pass a Hugging Face model folder, an RWKV .pth file, "
+                    f"or an embedded name (smollm2-135m)")
+        elif p.is_dir() and not (p / "config.json").exists():
+            raise MissingPathError(f"{p} is a folder without config.json: not a Hugging Face model folder")
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or "auto")
+
+    def load_tokenizer(self, path):
+        if not Path(path).exists() and looks_like_hub_name(str(path)):
+            require_hub(str(path), "tokenizer", "model=/path/to/hf_model_dir")
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(path))
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        return tok
+
+    def enable_gradient_checkpointing(self, model):
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def check_merge(self, base, out):
+        if not (base / "config.json").is_file():
+            raise MissingPathError(f"--base {base} is not a Hugging Face model folder (no config.json)")
+
+    def merge_files(self, base, adapter, dest):
+        stats = merge_folder(base, adapter, dest)
+        return f"merged {stats['merged']} adapted weights ({stats['tensors']} tensors, {stats['shards']} shard(s))"
+
+    def stored_dtypes(self, base):
+        out = set()
+        for f in shard_files(base):
+            with safe_open(base / f, framework="pt") as fh:
+                out |= {fh.get_slice(k).get_dtype() for k in fh.keys()}
+        return {_DTYPES[d] for d in out if d in _DTYPES}

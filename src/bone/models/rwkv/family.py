@@ -1,0 +1,51 @@
+"""The RWKV family: BlinkDL `.pth` checkpoints (x070, x060), the World tokenizer, `.pth` merges."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ...errors import ConfigError
+from ..family import Family
+
+
+class RWKVFamily(Family):
+    name = "rwkv"
+
+    def owns(self, path):
+        return str(path).endswith(".pth")
+
+    def owns_model(self, model):
+        return getattr(getattr(model, "config", None), "model_type", "").startswith("rwkv")
+
+    def load_model(self, path, dtype):
+        from .checkpoint import load_rwkv
+
+        return load_rwkv(path, dtype=dtype)
+
+    def load_tokenizer(self, path):
+        from .tokenizer import WorldTokenizer
+
+        return WorldTokenizer()
+
+    def prepare(self, model, tokenizer):
+        from .tokenizer import check_vocab
+
+        check_vocab(model, tokenizer)
+
+    def enable_gradient_checkpointing(self, model):
+        model.gradient_checkpointing_enable()
+
+    def check_merge(self, base, out):
+        if out.suffix != ".pth":
+            raise ConfigError(f"--base is an RWKV .pth file, so --out must end in .pth too (got {out})")
+
+    def merge_files(self, base, adapter, dest):
+        from .merge import merge_pth
+
+        merge_pth(base, adapter, dest)
+        return f"merged {adapter} into {base}"
+
+    def stored_dtypes(self, base: Path):
+        sd = torch.load(base, map_location="cpu", weights_only=True, mmap=True)
+        return {t.dtype for t in sd.values() if torch.is_tensor(t) and t.is_floating_point()}
