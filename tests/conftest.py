@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import uuid
 
 import pytest
 import torch
@@ -97,3 +100,45 @@ def tokenizer():
     from tiny import build_tokenizer
 
     return build_tokenizer()
+
+
+class SmallDisk:
+    """A fresh tmpfs of a few hundred KiB: writes past its size fail with ENOSPC like a full disk."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def fill(self, leave: int = 0) -> None:
+        """Write a filler file until at most `leave` bytes are free."""
+        stat = os.statvfs(self.path)
+        free = stat.f_bavail * stat.f_frsize - leave
+        with open(os.path.join(self.path, ".filler"), "wb") as f:
+            while free > 0:
+                n = min(free, 1 << 16)
+                try:
+                    f.write(b"\0" * n)
+                    f.flush()
+                except OSError:
+                    break
+                free -= n
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """small_disk(kib) -> a SmallDisk on a fresh tmpfs of that size (a real full disk). Mounting
+    needs root; where the machine does not allow it the test is skipped (the tests that monkeypatch
+    a writer to raise ENOSPC cover that case)."""
+    mounts = []
+
+    def make(kib: int = 256) -> SmallDisk:
+        path = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
+        path.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(path)], capture_output=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()[:80]})")
+        mounts.append(path)
+        return SmallDisk(path)
+
+    yield make
+    for path in mounts:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)

@@ -15,7 +15,7 @@ from torch import nn
 from . import variants
 from .bases import is_adaptable, shape_of
 from .config import BoneConfig
-from .errors import ModelError
+from .errors import ModelError, UsageError
 from .layer import DEFAULT, BoneLinear
 
 _LLAMA_LIKE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -84,8 +84,6 @@ def resolve_targets(model: nn.Module, cfg: BoneConfig) -> list[str]:
             hit = _matches(name, spec)
         if not hit or (cfg.exclude_modules is not None and _matches(name, cfg.exclude_modules)):
             continue
-        if isinstance(module, BoneLinear):
-            raise ModelError(f"{name} already has a Bone adapter; call bone.unload(model) before applying again")
         (names if is_adaptable(module) else not_linear).append(name)
     if not_linear:
         raise ModelError(
@@ -120,10 +118,22 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
+def require_unadapted(model: nn.Module) -> None:
+    """Refuse a model that already carries Bone adapters, saying what is there and what to do."""
+    layers = list(bone_layers(model))
+    if layers:
+        cfg = layers[0][1].adapter().cfg
+        raise UsageError(
+            f"the model already has a Bone adapter (variant {cfg.variant!r}, r={cfg.r}) on {len(layers)} layer(s), "
+            f"e.g. {layers[0][0]}: call bone.unload(model) first (after bone.merge(model) to keep it folded in), "
+            f"or start from a fresh base model")
+
+
 def apply(model: nn.Module, cfg: BoneConfig, *, modules: list[str] | None = None) -> nn.Module:
     """Inject Bone adapters in place; every non-adapter parameter is frozen. Returns `model`.
 
     modules: adapt exactly these module names instead of resolving cfg.target_modules."""
+    require_unadapted(model)
     names = resolve_targets(model, cfg) if modules is None else list(modules)
     check_shapes(model, names, cfg)
     model.requires_grad_(False)

@@ -19,15 +19,15 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from . import variants
 from .bases import is_adaptable, shape_of
 from .config import BoneConfig
-from .errors import AdapterError, MissingPathError, ModelError, OutputExistsError
-from .fs import atomic_write, write_json
-from .inject import adapter_config, apply, bone_layers
+from .errors import AdapterError, ConfigError, MissingPathError, ModelError, OutputExistsError
+from .fs import atomic_write, save_safetensors, write_json
+from .inject import adapter_config, apply, bone_layers, require_unadapted
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -83,7 +83,7 @@ def save(model: nn.Module, path: str | os.PathLike, blocks: dict[str, Tensor] | 
         raise OutputExistsError(f"{path} exists and is not a directory")
     path.mkdir(parents=True, exist_ok=True)
     tensors = {f"{_PREFIX}{n}.miss_block": blocks[n].detach().contiguous().cpu() for n, _ in layers}
-    atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(path / WEIGHTS_FILE, lambda tmp: save_safetensors(tensors, tmp, metadata={"format": "pt"}))
     write_json(path / CONFIG_FILE, peft_config_dict(cfg, [n for n, _ in layers], model))
     bone_meta = {"config": cfg.to_dict(), "transposed": sorted(n for n, layer in layers if layer.transposed)}
     write_json(path / BONE_FILE, bone_meta)
@@ -142,11 +142,11 @@ def read_adapter(path: str | os.PathLike) -> tuple[BoneConfig, dict[str, Tensor]
             present = sorted(p.name for p in path.iterdir())
             raise MissingPathError(f"{path / name} is missing (the directory holds {present}); not an adapter directory")
     peft = _read_json(path / CONFIG_FILE)
+    if not isinstance(peft, dict):
+        raise AdapterError(f"{path / CONFIG_FILE} holds a {type(peft).__name__}, not a JSON object: the file is corrupt")
     transposed: set[str] = set()
     if (path / BONE_FILE).is_file():
-        meta = _read_json(path / BONE_FILE)
-        cfg = BoneConfig.from_dict(meta["config"])
-        transposed = set(meta.get("transposed", []))
+        cfg, transposed = _read_bone_meta(path / BONE_FILE)
     else:
         cfg = _config_from_peft(peft, path / CONFIG_FILE)
     try:
@@ -165,7 +165,48 @@ def read_adapter(path: str | os.PathLike) -> tuple[BoneConfig, dict[str, Tensor]
     if not blocks:
         raise AdapterError(f"{path / WEIGHTS_FILE} holds no adapter tensors")
     _check_block_ranks(cfg, blocks, path / WEIGHTS_FILE)
+    if (path / BONE_FILE).is_file():
+        _check_agreement(peft, cfg, sorted(blocks), path)
+    _check_finite(blocks, path / WEIGHTS_FILE)
     return cfg, blocks, transposed
+
+
+def _read_bone_meta(file: Path) -> tuple[BoneConfig, set[str]]:
+    meta = _read_json(file)
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise AdapterError(f"{file} has no \"config\" object: the file is corrupt (re-save the adapter with bone.save)")
+    try:
+        cfg = BoneConfig.from_dict(meta["config"])
+    except ConfigError as err:
+        raise AdapterError(f"{file}: {err}") from None
+    return cfg, set(meta.get("transposed", []))
+
+
+def _check_agreement(peft: dict, cfg: BoneConfig, names: list[str], path: Path) -> None:
+    """adapter_config.json (what PEFT reads) must say what bone_config.json and the tensors say."""
+    variant = variants.get(cfg.variant)
+    said = variants.from_peft(peft.get("peft_type"), peft.get("init_weights", True))
+    wants = [("peft_type / init_weights", (peft.get("peft_type"), peft.get("init_weights")),
+              said is variant, f"variant {cfg.variant!r} ({variant.peft_type}, {variant.peft_init!r})"),
+             ("r", peft.get("r"), peft.get("r") == cfg.r, f"r={cfg.r}")]
+    if variant.uses_mini_r:
+        wants.append(("mini_r", peft.get("mini_r"), peft.get("mini_r") == cfg.mini_r, f"mini_r={cfg.mini_r}"))
+    targets = peft.get("target_modules")
+    if isinstance(targets, list):
+        wants.append(("target_modules", f"{len(targets)} module(s)", sorted(targets) == names,
+                      f"{len(names)} adapted module(s) in {WEIGHTS_FILE}"))
+    for field, value, ok, truth in wants:
+        if not ok:
+            raise AdapterError(
+                f"{path}: {CONFIG_FILE} says {field} = {value!r} but {BONE_FILE} and the tensors say {truth}: "
+                f"the files contradict each other (edited by hand?); restore {CONFIG_FILE} or re-save the adapter")
+
+
+def _check_finite(blocks: dict[str, Tensor], file: Path) -> None:
+    bad = [name for name, t in blocks.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise AdapterError(f"{file}: the block of {bad[0]} holds NaN or inf values ({len(bad)} block(s) in all): "
+                           f"the training run diverged; use an earlier checkpoint")
 
 
 def _check_block_ranks(cfg: BoneConfig, blocks: dict[str, Tensor], file: Path) -> None:
@@ -183,6 +224,7 @@ def load(model: nn.Module, path: str | os.PathLike, **overrides) -> nn.Module:
     """Inject the adapter stored at `path` into `model` and load its blocks. Nothing changes on error.
 
     overrides: BoneConfig fields that do not change the math (fused, chunk_size, dtype, dropout)."""
+    require_unadapted(model)
     cfg, blocks, _ = read_adapter(path)
     fixed = {"r", "variant", "mini_r", "target_modules", "exclude_modules"} & set(overrides)
     if fixed:

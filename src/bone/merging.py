@@ -7,6 +7,7 @@ adapter (NaN/inf) leaves the model exactly as it was. `unmerge` checks that ever
 """
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Mapping
 
@@ -53,6 +54,12 @@ def unmerge(model: nn.Module) -> nn.Module:
     for _, layer in layers:
         layer.write_weight(layer.unmerged_weight())
         layer.merged_name = None
+    rounded = [n for n, layer in layers if layer.weight.dtype in (torch.bfloat16, torch.float16)]
+    if rounded:
+        warnings.warn(
+            f"unmerged {len(rounded)} {layers[0][1].weight.dtype} layer(s) (e.g. {rounded[0]}): the merged weights were "
+            f"rounded to 16 bits, so the restored base weights are now approximate (up to ~1e-2 off). To get the base "
+            f"back exactly, reload it (bone.load_model) instead of unmerging.", stacklevel=2)
     return model
 
 

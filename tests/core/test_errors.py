@@ -83,7 +83,7 @@ def test_regex_and_exclude(make_llama):
 
 def test_apply_twice_refused(make_llama):
     model = bone.apply(make_llama(), bone.BoneConfig(r=16))
-    with pytest.raises(ValueError, match="already has a Bone adapter"):
+    with pytest.raises(bone.errors.UsageError, match="already has a Bone adapter"):
         bone.apply(model, bone.BoneConfig(r=16))
 
 
@@ -218,3 +218,58 @@ def test_save_with_given_blocks_and_wrong_names(make_llama, randomize, tmp_path)
     with pytest.raises(ValueError, match="blocks must name exactly the model's Bone layers"):
         bone.save(model, tmp_path / "b", blocks=dict(list(given.items())[1:]))
     assert not (tmp_path / "b" / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.parametrize("field,value,said", [
+    ("r", 32, "r = 32"),
+    ("peft_type", "LORA", "peft_type / init_weights = ('LORA', 'bat')"),
+    ("init_weights", True, "peft_type / init_weights = ('MISS', True)"),
+    ("target_modules", ["model.layers.0.self_attn.q_proj"], "target_modules = '1 module(s)'"),
+])
+def test_adapter_config_contradicting_bone_config_is_refused(make_llama, saved, field, value, said):
+    peft_cfg = json.loads((saved / "adapter_config.json").read_text())
+    peft_cfg[field] = value
+    (saved / "adapter_config.json").write_text(json.dumps(peft_cfg))
+    msg = _load_fails(make_llama, saved, "contradict each other")
+    assert said in msg and "bone_config.json and the tensors say" in msg
+
+
+def test_non_finite_blocks_are_refused_at_load_naming_the_tensor(make_llama, randomize, tmp_path):
+    model = randomize(bone.apply(make_llama(), bone.BoneConfig(r=16, variant="shard")))
+    layers = list(bone.bone_layers(model))
+    layers[2][1].bone_block.data[0, 3] = float("inf")
+    path = bone.save(model, tmp_path / "nan")
+    msg = _load_fails(make_llama, path, r"holds NaN or inf")
+    assert layers[2][0] in msg and "earlier checkpoint" in msg
+
+
+def test_apply_twice_with_other_targets_is_refused_and_changes_nothing(make_llama):
+    model = bone.apply(make_llama(), bone.BoneConfig(r=16, target_modules=["q_proj"]))
+    before = snapshot(model)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    with pytest.raises(bone.errors.UsageError, match=r"already has a Bone adapter \(variant 'col', r=16\) on 2 layer.*bone.unload"):
+        bone.apply(model, bone.BoneConfig(r=8, variant="shard", target_modules=["v_proj"]))
+    assert snapshot(model).keys() == before.keys()
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == trainable
+
+
+def test_load_onto_an_adapted_model_is_refused(make_llama, saved):
+    model = bone.apply(make_llama(), bone.BoneConfig(r=16, target_modules=["q_proj"]))
+    with pytest.raises(bone.errors.UsageError, match="already has a Bone adapter.*bone.unload"):
+        bone.load(model, saved)
+    assert len(list(bone.bone_layers(model))) == 2
+
+
+def test_unmerge_of_16_bit_weights_warns_that_they_are_approximate(make_llama, randomize):
+    model = randomize(bone.apply(make_llama(torch.bfloat16), bone.BoneConfig(r=16, variant="col")))
+    bone.merge(model)
+    with pytest.warns(UserWarning, match=r"unmerged 14 torch.bfloat16 layer\(s\).*approximate.*reload it") as rec:
+        bone.unmerge(model)
+    assert len(rec) == 1
+    fp32 = randomize(bone.apply(make_llama(), bone.BoneConfig(r=16, variant="col")))
+    bone.merge(fp32)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bone.unmerge(fp32)

@@ -101,3 +101,61 @@ def test_missing_inputs_are_clear_errors(sharded_dir, adapter_for, tmp_path):
     with pytest.raises(ValueError, match="must end in .pth"):
         merge(tmp_path / "x.pth", adapter, tmp_path / "m")
     assert not (tmp_path / "m").exists()
+
+
+def test_nan_adapter_is_refused_even_without_the_check(sharded_dir, adapter_for, tmp_path):
+    adapter = adapter_for(sharded_dir, tmp_path / "adapter", "shard")
+    from safetensors.torch import save_file
+
+    weights = load_file(adapter / "adapter_model.safetensors")
+    key = sorted(weights)[3]
+    weights[key][0, 0] = float("nan")
+    save_file(weights, adapter / "adapter_model.safetensors")
+    for check in (True, False):
+        with pytest.raises(ValueError, match="holds NaN or inf"):
+            merge(sharded_dir, adapter, tmp_path / "merged", check=check)
+    assert not (tmp_path / "merged").exists() and not list(tmp_path.glob(".merged*"))
+
+
+def test_a_killed_merge_leaves_temporaries_the_next_merge_removes(sharded_dir, adapter_for, tmp_path):
+    import subprocess
+    import sys
+
+    adapter = adapter_for(sharded_dir, tmp_path / "adapter")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".merged.tmp-{dead.pid}"
+    stale.mkdir()
+    (stale / "model-00001-of-00004.safetensors").write_bytes(b"\0" * 1000)
+    other = tmp_path / ".keep.tmp-1"
+    other.write_text("not ours")
+    merge(sharded_dir, adapter, tmp_path / "merged", check=False, log=lambda s: None)
+    assert not stale.exists() and other.exists() and (tmp_path / "merged" / INDEX).is_file()
+
+
+def test_overwrite_does_not_replace_a_file_with_a_folder(sharded_dir, adapter_for, tmp_path):
+    adapter = adapter_for(sharded_dir, tmp_path / "adapter")
+    out = tmp_path / "merged"
+    out.write_text("a plain file")
+    with pytest.raises(FileExistsError, match="is a file, but the merged model is a folder"):
+        merge(sharded_dir, adapter, out, overwrite=True)
+    assert out.read_text() == "a plain file"
+
+
+def test_full_disk_during_merge_leaves_nothing(sharded_dir, adapter_for, tmp_path, small_disk):
+    adapter = adapter_for(sharded_dir, tmp_path / "adapter")
+    disk = small_disk(256)  # the tiny model's shards need ~560 KiB
+    with pytest.raises(OSError) as err:
+        merge(sharded_dir, adapter, disk.path / "merged", check=False, log=lambda s: None)
+    assert err.value.errno == 28  # ENOSPC
+    assert list(disk.path.iterdir()) == []
+
+
+@pytest.mark.integration
+def test_embedded_model_name_is_a_base(adapter_for, tmp_path):
+    from bone.models import resolve
+
+    adapter = adapter_for(resolve("smollm2-135m"), tmp_path / "adapter", "shard", r=64, std=0.01)
+    lines = []
+    out = merge("smollm2-135m", adapter, tmp_path / "merged", log=lines.append)
+    assert (out / "config.json").is_file() and any("probe check" in ln for ln in lines)

@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
-from ..fs import atomic_write
-
-
-def _write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+from ..fs import write_text
 
 
 def write_results(out_dir, metrics: dict, predictions: list[dict]) -> None:
@@ -17,6 +14,12 @@ def write_results(out_dir, metrics: dict, predictions: list[dict]) -> None:
     out = Path(out_dir)
     results = json.dumps(metrics, indent=2, sort_keys=True) + "\n"
     lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    _write_text(out / "predictions.jsonl", lines)
-    _write_text(out / "results.json", results)
+    try:
+        write_text(out / "predictions.jsonl", lines)
+        write_text(out / "results.json", results)
+    except BaseException:  # e.g. a full disk: leave no empty or half-filled results folder behind
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise

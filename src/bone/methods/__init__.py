@@ -26,6 +26,9 @@ def get(name: str) -> Method:
 def owner(path: str | Path) -> Method:
     """The method whose saved result the folder `path` holds."""
     path = Path(path)
+    if path.is_file():
+        raise MissingPathError(f"--adapter {path} is a file; pass the adapter folder that holds it "
+                               f"({path.parent}, with adapter_config.json)")
     if not path.is_dir():
         raise MissingPathError(f"adapter directory {path} does not exist (pass the adapter/ folder that bone train wrote)")
     for method in METHODS.values():

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from ..errors import AdapterError, MissingPathError
+from ..fs import save_safetensors
 from ..io import read_adapter
 from ..merging import merge_state_dict
 from .family import Family
@@ -78,7 +78,7 @@ def merge_folder(base: Path, adapter: Path, dest: Path) -> dict:
                     t = merge_state_dict({key: t}, cfg, {name: blocks[name]}, transposed & {name})[key]
                 out_tensors[key] = t.contiguous()
                 n_tensors += 1
-        save_file(out_tensors, dest / f, metadata=metadata)
+        save_safetensors(out_tensors, dest / f, metadata=metadata)
         del out_tensors
     for p in base.iterdir():
         if p.is_file() and not p.name.endswith(WEIGHT_SUFFIXES) and not p.name.startswith("."):
@@ -98,24 +98,28 @@ class HFFamily(Family):
     def owns_model(self, model):
         return not getattr(getattr(model, "config", None), "model_type", "").startswith("rwkv")
 
-    def load_model(self, path, dtype):
+    def _check_source(self, path, what: str) -> None:
+        """A local folder must exist (and hold config.json for a model); a Hub name needs the Hub."""
         p = Path(path)
-        if not p.exists():
-            if looks_like_hub_name(str(path)):
-                require_hub(str(path), "model", "model=/path/to/hf_model_dir")
-            else:
-                raise MissingPathError(
-                    f"model {str(path)!r} not found: pass a Hugging Face model folder, an RWKV .pth file, "
-                    f"or an embedded name (smollm2-135m)")
-        elif p.is_dir() and not (p / "config.json").exists():
-            raise MissingPathError(f"{p} is a folder without config.json: not a Hugging Face model folder")
+        if p.exists():
+            if what == "model" and p.is_dir() and not (p / "config.json").exists():
+                raise MissingPathError(f"{p} is a folder without config.json: not a Hugging Face model folder")
+            return
+        if looks_like_hub_name(str(path)):
+            require_hub(str(path), what, "model=/path/to/hf_model_dir")
+            return
+        raise MissingPathError(
+            f"{what} {str(path)!r} not found: pass a Hugging Face model folder, an RWKV .pth file, "
+            f"or an embedded name (smollm2-135m)")
+
+    def load_model(self, path, dtype):
+        self._check_source(path, "model")
         from transformers import AutoModelForCausalLM
 
         return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or "auto")
 
     def load_tokenizer(self, path):
-        if not Path(path).exists() and looks_like_hub_name(str(path)):
-            require_hub(str(path), "tokenizer", "model=/path/to/hf_model_dir")
+        self._check_source(path, "tokenizer")
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(path))

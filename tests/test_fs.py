@@ -1,0 +1,85 @@
+"""bone.fs: atomic writes with ordinary permissions, temporaries of dead writers cleaned, full disks."""
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bone import fs
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_written_files_and_folders_get_the_umask_mode(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        f = fs.write_text(tmp_path / "a.txt", "x")
+        d = fs.make_temp_dir(tmp_path / "folder")
+    finally:
+        os.umask(old)
+    assert f.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert d.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_atomic_write_failure_keeps_the_old_file_and_no_temporary(tmp_path):
+    path = fs.write_text(tmp_path / "a.json", "old")
+
+    def explode(tmp):
+        open(tmp, "w").write("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        fs.atomic_write(path, explode)
+    assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
+def test_write_json_refuses_nan_before_writing(tmp_path):
+    with pytest.raises(ValueError):
+        fs.write_json(tmp_path / "m.json", {"loss": float("nan")})
+    assert not list(tmp_path.iterdir())
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_remove_stale_only_removes_temporaries_of_dead_writers(tmp_path):
+    final = tmp_path / "merged"
+    dead, live = _dead_pid(), os.getppid()
+    stale_dir = tmp_path / f".merged.tmp-{dead}"
+    stale_dir.mkdir()
+    (stale_dir / "model.safetensors").write_bytes(b"x" * 10)
+    stale_file = tmp_path / f".merged.tmp-{dead}.old"
+    stale_file.write_text("x")
+    kept = [tmp_path / f".merged.tmp-{live}", tmp_path / f".other.tmp-{dead}", tmp_path / "merged.tmp-1", tmp_path / "notes.txt"]
+    for p in kept:
+        p.write_text("keep")
+    removed = fs.remove_stale(final)
+    assert sorted(removed) == sorted([stale_dir, stale_file])
+    assert all(p.exists() for p in kept) and not stale_dir.exists() and not stale_file.exists()
+
+
+def test_replace_dir_swaps_complete_folders(tmp_path):
+    final = tmp_path / "out"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    tmp = fs.make_temp_dir(final)
+    (tmp / "new.txt").write_text("new")
+    fs.replace_dir(tmp, final)
+    assert sorted(p.name for p in final.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_real_full_disk_leaves_the_old_file_and_no_temporary(small_disk):
+    disk = small_disk(128)
+    path = fs.write_text(disk.path / "results.json", "old")
+    disk.fill()
+    with pytest.raises(OSError) as err:
+        fs.write_text(path, "x" * 200_000)
+    assert err.value.errno == errno.ENOSPC
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in disk.path.iterdir()) == [".filler", "results.json"]
