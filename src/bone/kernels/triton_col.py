@@ -1,6 +1,6 @@
 """Flash-Bone col on CUDA through the Triton kernels in `triton_kernels` (autograd wrapper).
 
-Selected by `bone.kernels.forward_fn("col", ...)` when x is on CUDA, triton imports and r is a
+Selected by `Variant.fused` for col (`bone.kernels.ColForward`) when x is on CUDA, triton imports and r is a
 power of two in [16, 128]; otherwise the torch `ColFn` runs. Saves x, B and the frozen W
 parameter only. Tile sizes are fixed (`TILES`), no autotuning.
 """
