@@ -1,4 +1,5 @@
-"""bone.bench on a tiny Llama: the CLI end to end, and its memory accounting against the shapes."""
+"""bone.bench on a tiny Llama: the CLI end to end, bad arguments, and the 7B memory model
+(`scale.py`) against saved-tensor hooks on a small model and against hand-computed numbers."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,8 @@ import pytest
 from bone import bench
 from bone.bench import measure, setups
 from bone.bench.scale import GIB, ScaleSpec, kept_per_layer, scale_table
+from bone.cli import main as cli_main
+from bone.errors import ConfigError
 
 TINY = ["--hidden=64", "--intermediate=128", "--layers=1", "--heads=4", "--vocab=128", "--seq=16", "--batch=2",
         "--r=16", "--mini-r=16", "--lora-r=4", "--threads=1"]
@@ -23,18 +26,47 @@ def test_cli_smoke(tmp_path, capsys):
     assert rows["frozen"]["step_ratio"] == 1.0 and rows["frozen"]["trainable"] == 0
     assert rows["bone-col"]["trainable"] == rows["peft-bat"]["trainable"] > 0
     assert rows["bone-col"]["extra_kept_bytes"] < min(rows["bone-col-ref"]["extra_kept_bytes"], rows["peft-bat"]["extra_kept_bytes"])
+    assert rows["peft-bat"]["about"] == "PEFT MiSS, init_weights='bat' (col)"
+    assert data["targets"]["col step / peft-bat step (<= 0.95)"] == rows["bone-col"]["step_s"] / rows["peft-bat"]["step_s"]
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = capsys.readouterr().out
     assert "| bone-col |" in out and "Flash-Bone col" in out  # result table and the 7B scale table
+    assert "issue" not in out.lower()
 
 
-def test_bad_arguments_write_nothing(tmp_path, capsys):
-    assert bench.main(TINY + ["--methods=bone-col", f"--out={tmp_path / 'a'}"]) == 2  # no frozen baseline
-    assert bench.main(TINY + ["--intermediate=120", f"--out={tmp_path / 'b'}"]) == 2  # not a multiple of r
-    assert bench.main(TINY + ["--repeats=0", f"--out={tmp_path / 'c'}"]) == 2
+@pytest.mark.parametrize("args,message", [
+    (["--methods=bone-col"], "must include 'frozen'"),
+    (["--methods=frozen,bone-colx"], "'bone-colx'"),
+    (["--intermediate=120"], "multiple of r=16"),
+    (["--repeats=0"], "--repeats must be >= 1"),
+    (["--heads=5"], "divisible by heads=5"),
+])
+def test_bad_arguments_raise_config_error_and_write_nothing(tmp_path, args, message):
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match=message):
+        bench.main(TINY + ["--rss-steps=0", f"--out={out}", *args])
+    assert not out.exists()
+
+
+def test_bad_argument_is_one_line_on_the_command_line(tmp_path, capsys):
+    assert cli_main(["bench", *TINY, "--repeats=0", f"--out={tmp_path / 'out'}"]) == 1
     err = capsys.readouterr().err
-    assert "multiple of r=16" in err and "--repeats must be >= 1" in err
-    assert not any((tmp_path / d).exists() for d in "abc")
+    assert err.count("\n") == 1 and "--repeats must be >= 1" in err
+
+
+def test_every_method_is_built_as_described():
+    """Each setup adapts the seven Llama projections (DEFAULT_TARGETS["llama"]) and nothing else."""
+    cfg = setups.BenchConfig(hidden=64, intermediate=128, layers=1, heads=4, vocab=128, seq=16, batch=2, r=16,
+                             mini_r=16, lora_r=4)
+    base = setups.build_base(cfg)
+    layer = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+             "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+    for name in setups.SETUPS:
+        model = setups.make(name, base, cfg)
+        trained = {n for n, p in model.named_parameters() if p.requires_grad}
+        touched = {t for t in layer if any(f"layers.0.{t}." in n for n in trained)}
+        assert touched == (set() if name == "frozen" else set(layer)), name
+        assert len(trained) == (0 if name == "frozen" else 14 if name == "peft-lora" else 7), name
 
 
 def test_kept_bytes_match_the_scale_model():
