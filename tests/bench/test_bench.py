@@ -2,6 +2,7 @@
 (`scale.py`) against saved-tensor hooks on a small model and against hand-computed numbers."""
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -10,7 +11,7 @@ from bone import bench
 from bone.bench import measure, setups
 from bone.bench.scale import GIB, ScaleSpec, kept_per_layer, scale_table
 from bone.cli import main as cli_main
-from bone.errors import ConfigError
+from bone.errors import ConfigError, MissingDependencyError
 
 TINY = ["--hidden=64", "--intermediate=128", "--layers=1", "--heads=4", "--vocab=128", "--seq=16", "--batch=2",
         "--r=16", "--mini-r=16", "--lora-r=4", "--threads=1"]
@@ -46,6 +47,15 @@ def test_bad_arguments_raise_config_error_and_write_nothing(tmp_path, args, mess
     with pytest.raises(ConfigError, match=message):
         bench.main(TINY + ["--rss-steps=0", f"--out={out}", *args])
     assert not out.exists()
+
+
+def test_peft_methods_without_peft_name_the_install(tmp_path, monkeypatch):
+    """Which methods need PEFT is each setup's `needs_peft`; without PEFT they are refused up front."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a))
+    with pytest.raises(MissingDependencyError, match=r"^peft-lora, peft-mini need PEFT \(pip install"):
+        bench.main(TINY + ["--rss-steps=0", "--methods=frozen,peft-lora,bone-col,peft-mini", f"--out={tmp_path / 'o'}"])
+    assert not (tmp_path / "o").exists()
 
 
 def test_bad_argument_is_one_line_on_the_command_line(tmp_path, capsys):

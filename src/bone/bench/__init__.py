@@ -38,9 +38,9 @@ def _parser() -> argparse.ArgumentParser:
 def _config(args) -> setups.BenchConfig:
     for name, low in (("repeats", 1), ("warmup", 0), ("threads", 1), ("rss_steps", 0)):
         if getattr(args, name) < low:
-            raise ConfigError(f"bench: --{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
     if args.out.exists() and not args.out.is_dir():
-        raise ConfigError(f"bench: --out {args.out} exists and is not a directory; name a folder")
+        raise ConfigError(f"--out {args.out} exists and is not a directory; name a folder")
     cfg = setups.BenchConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(setups.BenchConfig)})
     cfg.check()
     return cfg
@@ -64,10 +64,10 @@ def _methods(args) -> list[str]:
     """The --methods list, checked: known names, the frozen baseline among them, PEFT installed if needed."""
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if "frozen" not in methods or any(m not in setups.SETUPS for m in methods):
-        raise ConfigError(f"bench: --methods must include 'frozen' and only use {list(setups.SETUPS)}; got {methods}")
+        raise ConfigError(f"--methods must include 'frozen' and only use {list(setups.SETUPS)}; got {methods}")
     need_peft = [m for m in methods if setups.SETUPS[m].needs_peft]
     if need_peft and importlib.util.find_spec("peft") is None:
-        raise MissingDependencyError(f"bench: {', '.join(need_peft)} need PEFT (pip install 'peft>=0.17'), "
+        raise MissingDependencyError(f"{', '.join(need_peft)} need PEFT (pip install 'peft>=0.17'), "
                                      "or leave them out of --methods")
     return methods
 

@@ -37,13 +37,13 @@ class BenchConfig:
     def check(self) -> None:
         for name in ("hidden", "intermediate", "layers", "heads", "vocab", "seq", "batch", "r", "mini_r", "lora_r"):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"bench: --{name.replace('_', '-')} must be positive")
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
         if self.hidden % self.heads:
-            raise ConfigError(f"bench: hidden={self.hidden} must be divisible by heads={self.heads}")
+            raise ConfigError(f"hidden={self.hidden} must be divisible by heads={self.heads}")
         for name in ("hidden", "intermediate"):
             value = getattr(self, name)
             if value % self.r or value % self.mini_r:
-                raise ConfigError(f"bench: {name}={value} must be a multiple of r={self.r} and mini_r={self.mini_r}")
+                raise ConfigError(f"{name}={value} must be a multiple of r={self.r} and mini_r={self.mini_r}")
 
 
 class Setup:
@@ -127,7 +127,7 @@ def get(method: str) -> Setup:
     try:
         return SETUPS[method]
     except KeyError:
-        raise ConfigError(f"bench: unknown method {method!r}; choose from {list(SETUPS)}") from None
+        raise ConfigError(f"unknown bench method {method!r}; choose from {list(SETUPS)}") from None
 
 
 def build_base(cfg: BenchConfig) -> nn.Module:
