@@ -9,7 +9,7 @@ import pytest
 
 from bone import bench
 from bone.bench import measure, setups
-from bone.bench.scale import GIB, ScaleSpec, kept_per_layer, scale_table
+from bone.bench.scale import ScaleSpec, kept_per_layer, scale_table
 from bone.cli import main as cli_main
 from bone.errors import ConfigError, MissingDependencyError
 
@@ -79,28 +79,38 @@ def test_every_method_is_built_as_described():
         assert len(trained) == (0 if name == "frozen" else 14 if name == "peft-lora" else 7), name
 
 
-def test_kept_bytes_match_the_scale_model():
-    """Measured with saved-tensor hooks on a tiny Llama, the differences between methods are
-    exactly what `scale.kept_per_layer` predicts from the shapes (fp32, one layer)."""
-    cfg = setups.BenchConfig(hidden=64, intermediate=128, layers=1, heads=4, vocab=128, seq=16, batch=2, r=16, mini_r=16)
+# scale.py row -> the bench method that runs it
+SCALE_METHODS = {"PEFT col (MiSS bat)": "peft-bat", "Flash-Bone col": "bone-col", "Flash-Bone row": "bone-row",
+                 "PEFT shard (MiSS)": "peft-shard", "Flash-Bone shard": "bone-shard", "PEFT LoRA r=16": "peft-lora"}
+
+
+def test_scale_model_matches_saved_tensor_hooks():
+    """Every row of `scale.kept_per_layer`, evaluated at a small model's shapes (fp32, one layer),
+    equals the extra bytes saved-tensor hooks record for that method over the frozen model."""
+    cfg = setups.BenchConfig(hidden=64, intermediate=128, layers=1, heads=4, vocab=128, seq=16, batch=2, r=16,
+                             mini_r=16, lora_r=16)
     base, ids = setups.build_base(cfg), setups.batch(cfg)
-    kept = {m: measure.kept_bytes(setups.make(m, base, cfg), ids)
-            for m in ("frozen", "peft-bat", "bone-col", "bone-shard", "peft-shard")}
-    spec = ScaleSpec(hidden=64, intermediate=128, layers=1, r=16, bytes_per=4, tokens=cfg.batch * cfg.seq)
-    model = kept_per_layer(spec)
-    assert kept["peft-bat"] - kept["bone-col"] == model["PEFT col (MiSS bat)"]["weight-sized"]
-    assert kept["bone-shard"] - kept["frozen"] == model["Flash-Bone shard"]["T x r"]
-    assert kept["peft-shard"] == kept["bone-shard"]
+    kept = {m: measure.kept_bytes(setups.make(m, base, cfg), ids) for m in ["frozen", *SCALE_METHODS.values()]}
+    model = kept_per_layer(ScaleSpec(hidden=64, intermediate=128, layers=1, r=16, bytes_per=4, tokens=32))
+    assert set(model) == set(SCALE_METHODS)
+    for row, method in SCALE_METHODS.items():
+        assert kept[method] - kept["frozen"] == sum(model[row].values()), row
 
 
-def test_scale_table_llama2_7b():
-    spec = ScaleSpec()
-    rows = kept_per_layer(spec)
-    weights_7b = 4 * 4096 * 4096 + 3 * 4096 * 11008  # parameters of the seven projections, per layer
-    assert rows["PEFT col (MiSS bat)"]["weight-sized"] * spec.layers == 2 * weights_7b * 2 * 32
-    assert rows["Flash-Bone col"]["weight-sized"] == 0
-    text = scale_table(spec)
-    assert f"| PEFT col (MiSS bat) | {2 * weights_7b * 2 * 32 / GIB:.1f} |" in text
+def test_scale_table_llama2_7b_by_hand():
+    """LLaMA2-7B (h 4096, i 11008, 32 layers), r=64, bf16, 32768 tokens, worked out by hand:
+    weights per layer 4*4096^2 + 3*4096*11008 = 202,375,168 -> two copies 809,500,672 B (24.125 GiB
+    over 32 layers); inputs (2*4096 + 11008) * 32768 * 2 B = 1.171875 GiB per layer (37.5 GiB);
+    T x r: 7 * 32768 * 64 * 2 B = 28 MiB per layer (0.875 GiB)."""
+    lines = scale_table(ScaleSpec()).splitlines()
+    assert lines[4:] == [
+        "| PEFT col (MiSS bat) | 24.1 | 37.5 | 0.00 | 61.6 | 1.93 |",
+        "| Flash-Bone col | 0.0 | 37.5 | 0.00 | 37.5 | 1.17 |",
+        "| Flash-Bone row | 0.0 | 37.5 | 0.00 | 37.5 | 1.17 |",
+        "| PEFT shard (MiSS) | 0.0 | 0.0 | 0.88 | 0.9 | 0.03 |",
+        "| Flash-Bone shard | 0.0 | 0.0 | 0.88 | 0.9 | 0.03 |",
+        "| PEFT LoRA r=64 | 0.0 | 37.5 | 0.88 | 38.4 | 1.20 |",
+    ]
 
 
 @pytest.mark.integration
