@@ -1,0 +1,43 @@
+"""Decoder: feeds tokens to one model family and keeps what it needs to go on (a KV cache, a
+recurrent state). The decoding loop, the sampler and the text streams are shared by every family;
+a family only says how to read a batch of prompts and how to take one more token per row.
+
+Each family gives its decoder through `Family.decoder(model)` (bone.models): `HFDecoder`
+(bone.generation.hf, KV cache) and `RWKVDecoder` (bone.models.rwkv.generation, recurrent state).
+"""
+from __future__ import annotations
+
+from torch import Tensor
+
+
+class Decoder:
+    """One batch of sequences being decoded. Logits are float32 (B, vocab), of each row's last token."""
+
+    can_rewind: bool  # whether rewind() works (a KV cache can drop its last tokens; a recurrent state cannot)
+
+    def start(self, rows: list[list[int]]) -> Tensor:
+        """Read a new batch of prompts (any lengths, at least one token each), dropping what was kept."""
+        raise NotImplementedError
+
+    def step(self, tokens: Tensor) -> Tensor:
+        """Feed one token (B,) per row."""
+        raise NotImplementedError
+
+    def extend(self, ids: list[int]) -> Tensor:
+        """Feed more tokens to a one-row batch (a chat's next turn); (1, vocab) logits of the last."""
+        raise NotImplementedError
+
+    def rewind(self, n: int) -> None:
+        """Forget the last n tokens of a one-row batch (only where can_rewind)."""
+        raise NotImplementedError
+
+    def keep(self, rows: Tensor) -> None:
+        """Go on with these rows (indices into the current batch) only; finished rows leave the batch."""
+        raise NotImplementedError
+
+
+def decoder_for(model) -> Decoder:
+    """The decoder of `model`'s family."""
+    from ..models import family_of_model
+
+    return family_of_model(model).decoder(model)
