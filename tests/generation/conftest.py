@@ -32,25 +32,41 @@ def _llama_state(tokenizer):
     return cfg, copy.deepcopy(LlamaForCausalLM(cfg).state_dict())
 
 
+def _llama(state):
+    from transformers import LlamaForCausalLM
+
+    cfg, weights = state
+    model = LlamaForCausalLM(cfg)
+    model.load_state_dict(weights)
+    return model.eval()
+
+
+def _rwkv(tmp_path, version, vocab):
+    from bone.models.rwkv import load_rwkv
+
+    path = tmp_path / f"tiny-{version}.pth"
+    torch.save(MAKERS[version](vocab=vocab), path)
+    return load_rwkv(path, chunk_size=8).eval()
+
+
 @pytest.fixture
 def llama(_llama_state):
     """A fresh tiny Llama (hidden 64, 2 layers) over the tiny tokenizer's vocabulary, in eval mode."""
-    from transformers import LlamaForCausalLM
-
-    cfg, state = _llama_state
-    model = LlamaForCausalLM(cfg)
-    model.load_state_dict(state)
-    return model.eval()
+    return _llama(_llama_state)
 
 
 @pytest.fixture(params=["x070", "x060"])
 def rwkv(request, tmp_path, tokenizer):
     """A tiny random RWKV (2 layers, C=128) over the tiny tokenizer's vocabulary."""
-    from bone.models.rwkv import load_rwkv
+    return _rwkv(tmp_path, request.param, len(tokenizer))
 
-    path = tmp_path / f"tiny-{request.param}.pth"
-    torch.save(MAKERS[request.param](vocab=len(tokenizer)), path)
-    return load_rwkv(path, chunk_size=8).eval()
+
+@pytest.fixture(params=["llama", "x070", "x060"])
+def model(request, tmp_path, tokenizer, _llama_state):
+    """Each family in turn: the tiny Llama, then the tiny RWKV-7 and RWKV-6."""
+    if request.param == "llama":
+        return _llama(_llama_state)
+    return _rwkv(tmp_path, request.param, len(tokenizer))
 
 
 class FedTokens:
