@@ -114,3 +114,19 @@ def test_an_unmerged_adapter_generates_like_the_merged_model(llama, tokenizer, r
     merged = generate_ids(llama, tokenizer, rows, cfg)
     assert [c.token_ids for c in unmerged] == [c.token_ids for c in merged]
     assert [c.token_ids for c in unmerged] != [c.token_ids for c in base]
+
+
+def test_left_padding_keeps_each_rows_positions(tokenizer):
+    """GPT-2 has absolute position embeddings (made strong here): a left-padded row must still
+    count its positions from its own first token, or the batch would differ from one by one."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=64, n_layer=2, n_head=4, n_positions=256,
+                                       bos_token_id=None, eos_token_id=tokenizer.eos_token_id)).eval()
+    with torch.no_grad():
+        model.transformer.wpe.weight.normal_(0, 1.0)
+    rows = _rows(tokenizer, "alpaca")
+    cfg = GenerationConfig(max_new_tokens=8)
+    batched = generate_ids(model, tokenizer, rows, cfg, batch_size=4)
+    assert [c.token_ids for c in batched] == [_greedy_reference(model, r, 8, {tokenizer.eos_token_id}) for r in rows]
