@@ -138,3 +138,12 @@ def test_an_empty_message_is_refused(llama, tokenizer):
     with pytest.raises(DataError, match="empty"):
         list(session.send("  "))
     assert session.messages == []
+
+
+def test_a_conversation_past_the_context_is_refused_and_kept(llama, tokenizer):
+    session = ChatSession(llama, tokenizer, prompt_format(tokenizer, "chat"), GenerationConfig(max_new_tokens=480))
+    list(session.send(TURNS[0]))
+    before = list(session.messages)
+    with pytest.raises(DataError, match=r"the conversation has \d+ tokens; .* context of 512 tokens: start over"):
+        list(session.send(TURNS[1]))
+    assert session.messages == before

@@ -130,3 +130,14 @@ def test_left_padding_keeps_each_rows_positions(tokenizer):
     cfg = GenerationConfig(max_new_tokens=8)
     batched = generate_ids(model, tokenizer, rows, cfg, batch_size=4)
     assert [c.token_ids for c in batched] == [_greedy_reference(model, r, 8, {tokenizer.eos_token_id}) for r in rows]
+
+
+def test_a_prompt_longer_than_the_context_is_refused_before_anything_runs(llama, tokenizer, fed):
+    from bone.errors import DataError
+
+    rows = _rows(tokenizer)
+    long = rows[1] * (512 // len(rows[1]) + 1)  # the tiny Llama has 512 positions
+    counter = fed(llama)
+    with pytest.raises(DataError, match=r"prompt 3 has \d+ tokens; with max_new_tokens=4 .* context of 512 tokens"):
+        generate_ids(llama, tokenizer, rows[:2] + [long], GenerationConfig(max_new_tokens=4))
+    assert counter.take() == 0

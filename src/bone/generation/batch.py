@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 from .config import GenerationConfig
-from .decoder import decoder_for
+from .decoder import check_length, decoder_for
 from .formats import PromptFormat
 from .loop import EOS, run, stop_ids
 from .prompt_file import Prompt
@@ -57,8 +57,10 @@ def generate_ids(model, tokenizer, rows: Sequence[list[int]], cfg: GenerationCon
     cfg = cfg or GenerationConfig()
     if batch_size < 1:
         raise ConfigError(f"batch_size must be a positive whole number, got {batch_size}")
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths share a batch: little padding
     decoder, stops = decoder_for(model), stop_ids(model, tokenizer)
+    for i, row in enumerate(rows):
+        check_length(decoder, len(row), cfg.max_new_tokens, f"prompt {i + 1}", "shorten it or lower max_new_tokens")
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths share a batch: little padding
     pick = Sampler(cfg, next(model.parameters()).device)
     done: dict[int, Completion] = {}
     with eval_mode(model):

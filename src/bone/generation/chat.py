@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from ..errors import DataError, UsageError
 from .batch import Completion, content, eval_mode
 from .config import GenerationConfig
-from .decoder import decoder_for
+from .decoder import check_length, decoder_for
 from .formats import PromptFormat
 from .loop import EOS, run, stop_ids
 from .sampling import Sampler
@@ -102,6 +102,8 @@ class ChatSession:
         if not isinstance(text, str) or not text.strip():
             raise DataError("the message is empty: type some text")
         ids = self._turn_ids(text)
+        check_length(self.decoder, len(ids), self.cfg.max_new_tokens, "the conversation",
+                     "start over (reset, /reset in bone chat) or lower max_new_tokens")
         stream, tokens, end, cached = TextStream(self.tokenizer), [], None, 0
         try:
             with eval_mode(self.model):

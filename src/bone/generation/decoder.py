@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ..errors import DataError
+
 
 class Decoder:
     """One batch of sequences being decoded. Logits are float32 (B, vocab), of each row's last token."""
 
     can_rewind: bool  # whether rewind() works (a KV cache can drop its last tokens; a recurrent state cannot)
+    max_tokens: int | None = None  # the most positions a sequence may have (the model's context); None = no limit
 
     def start(self, rows: list[list[int]]) -> Tensor:
         """Read a new batch of prompts (any lengths, at least one token each), dropping what was kept."""
@@ -34,6 +37,14 @@ class Decoder:
     def keep(self, rows: Tensor) -> None:
         """Go on with these rows (indices into the current batch) only; finished rows leave the batch."""
         raise NotImplementedError
+
+
+def check_length(decoder: Decoder, prompt_tokens: int, max_new_tokens: int, what: str, fix: str) -> None:
+    """Raise DataError when `what` (prompt_tokens long) plus max_new_tokens passes the model's context."""
+    limit = decoder.max_tokens
+    if limit is not None and prompt_tokens + max_new_tokens > limit:
+        raise DataError(f"{what} has {prompt_tokens} tokens; with max_new_tokens={max_new_tokens} it would pass "
+                        f"the model's context of {limit} tokens: {fix}")
 
 
 def decoder_for(model) -> Decoder:

@@ -37,6 +37,8 @@ class HFDecoder(Decoder):
         self._cache_name = "cache" if "cache" in params else "past_key_values"
         # only the last position's logits are needed: no (B, T, vocab) tensor for a long prompt
         self._last_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        config = model.config
+        self.max_tokens = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
         self.cache = None
         self.mask: Tensor | None = None  # (B, tokens seen) 1 = real token, 0 = left pad
         self.next_pos: Tensor | None = None  # (B,) position of each row's next token
