@@ -136,7 +136,7 @@ def test_an_interrupted_reply_is_kept_and_the_chat_goes_on(model, tokenizer):
 def test_an_empty_message_is_refused(llama, tokenizer):
     session = ChatSession(llama, tokenizer, prompt_format(tokenizer, "chat"), GREEDY)
     with pytest.raises(DataError, match="empty"):
-        list(session.send("  "))
+        session.send("  ")  # refused at the call, before any iteration
     assert session.messages == []
 
 
@@ -145,5 +145,5 @@ def test_a_conversation_past_the_context_is_refused_and_kept(llama, tokenizer):
     list(session.send(TURNS[0]))
     before = list(session.messages)
     with pytest.raises(DataError, match=r"the conversation has \d+ tokens; .* context of 512 tokens: start over"):
-        list(session.send(TURNS[1]))
+        session.send(TURNS[1])
     assert session.messages == before

@@ -53,7 +53,8 @@ def generate(model, tokenizer, prompts: Sequence[Prompt | list[dict]], fmt: Prom
 
 def generate_ids(model, tokenizer, rows: Sequence[list[int]], cfg: GenerationConfig | None = None, *,
                  batch_size: int = 8, on_text: Callable[[int, str], None] | None = None) -> list[Completion]:
-    """generate() for prompts given as token ids."""
+    """generate() for prompts given as token ids. Errors name a prompt by its number from 1 (the line of a
+    prompt file: read_prompt_file refuses blank lines between prompts)."""
     cfg = cfg or GenerationConfig()
     if batch_size < 1:
         raise ConfigError(f"batch_size must be a positive whole number, got {batch_size}")
@@ -72,10 +73,9 @@ def generate_ids(model, tokenizer, rows: Sequence[list[int]], cfg: GenerationCon
                                        cfg.max_new_tokens):
                 i = batch[row]
                 tokens[i].append(token)
-                if on_text:
-                    piece = (streams[i].push(token) if end != EOS else "") + (streams[i].finish() if end else "")
-                    if piece:
-                        on_text(i, piece)
+                piece = streams[i].add(token, end, EOS) if on_text else ""
+                if piece:
+                    on_text(i, piece)
                 if end:
                     text = streams[i].text if on_text else decode(tokenizer, content(tokens[i], end))
                     done[i] = Completion(text, tokens[i], end, len(rows[i]))

@@ -96,21 +96,25 @@ class ChatSession:
         return logits, common
 
     def send(self, text: str) -> Iterator[str]:
-        """Stream the reply to `text` as text pieces; when the iteration ends, the turn is in
-        `messages` and the reply in `last`. Stopping early keeps the reply so far (finish_reason
-        "interrupted") and drops the cache, so the next turn reads the history again."""
+        """The reply to `text`, streamed as text pieces; when the iteration ends, the turn is in
+        `messages` and the reply in `last`. Bad input raises here, before anything runs. Stopping
+        early keeps the reply so far (finish_reason "interrupted") and drops the cache, so the next
+        turn reads the history again."""
         if not isinstance(text, str) or not text.strip():
             raise DataError("the message is empty: type some text")
         ids = self._turn_ids(text)
         check_length(self.decoder, len(ids), self.cfg.max_new_tokens, "the conversation",
                      "start over (reset, /reset in bone chat) or lower max_new_tokens")
+        return self._reply(text, ids)
+
+    def _reply(self, text: str, ids: list[int]) -> Iterator[str]:
         stream, tokens, end, cached = TextStream(self.tokenizer), [], None, 0
         try:
             with eval_mode(self.model):
                 logits, cached = self._read(ids)
                 for _, token, end in run(self.decoder, logits, self.sampler, self.stops, self.cfg.max_new_tokens):
                     tokens.append(token)
-                    piece = (stream.push(token) if end != EOS else "") + (stream.finish() if end else "")
+                    piece = stream.add(token, end, EOS)
                     if piece:
                         yield piece
         finally:

@@ -66,3 +66,9 @@ class TextStream:
     def finish(self) -> str:
         """The text not given out yet (an incomplete character at the very end becomes U+FFFD)."""
         return self._advance(last=True) if self._done < len(self.ids) else ""
+
+    def add(self, token: int, end: str | None, stop: str) -> str:
+        """A generated token as the decoding loop reports it: `end` is None while the reply goes on,
+        else why it ended; a token that ended it with reason `stop` adds no text."""
+        piece = self.push(token) if end != stop else ""
+        return piece + self.finish() if end else piece
