@@ -13,7 +13,8 @@ from ..errors import DataError
 
 
 class Decoder:
-    """One batch of sequences being decoded. Logits are float32 (B, vocab), of each row's last token."""
+    """One batch of sequences being decoded. Logits are float32 (B, vocab), of each row's last token.
+    Forwards run under torch.no_grad; the model's train/eval mode is the caller's business."""
 
     can_rewind: bool  # whether rewind() works (a KV cache can drop its last tokens; a recurrent state cannot)
     max_tokens: int | None = None  # the most positions a sequence may have (the model's context); None = no limit
