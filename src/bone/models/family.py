@@ -1,10 +1,10 @@
 """Model families: everything that differs between a Hugging Face folder and an RWKV `.pth`.
 
 A family recognises its files, loads a model and its tokenizer, prepares a model for training
-(vocabulary checks, activation checkpointing) and merges an adapter into its files. The
-trainer, `bone eval` and `bone merge` ask `family_of(path)` / `family_of_model(model)` instead of
-testing suffixes or model types. A new family is one class (in its own module) plus one entry
-in `FAMILIES` (`bone.models`).
+(vocabulary checks, activation checkpointing), merges an adapter into its files and gives the
+decoder that generation runs it with. The trainer, `bone eval`, `bone merge` and generation ask
+`family_of(path)` / `family_of_model(model)` instead of testing suffixes or model types. A new
+family is one class (in its own module) plus one entry in `FAMILIES` (`bone.models`).
 """
 from __future__ import annotations
 
@@ -48,4 +48,8 @@ class Family:
 
     def stored_dtypes(self, base: Path) -> set[torch.dtype]:
         """The floating dtypes the base's weight files store."""
+        raise NotImplementedError
+
+    def decoder(self, model: nn.Module):
+        """A `bone.generation.Decoder` for `model`: how generation feeds it tokens and keeps its cache."""
         raise NotImplementedError

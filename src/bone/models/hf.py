@@ -147,3 +147,8 @@ class HFFamily(Family):
             with safe_open(base / f, framework="pt") as fh:
                 out |= {fh.get_slice(k).get_dtype() for k in fh.keys()}
         return {_DTYPES[d] for d in out if d in _DTYPES}
+
+    def decoder(self, model):
+        from ..generation.hf import HFDecoder
+
+        return HFDecoder(model)

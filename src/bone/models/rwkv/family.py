@@ -49,3 +49,8 @@ class RWKVFamily(Family):
     def stored_dtypes(self, base: Path):
         sd = torch.load(base, map_location="cpu", weights_only=True, mmap=True)
         return {t.dtype for t in sd.values() if torch.is_tensor(t) and t.is_floating_point()}
+
+    def decoder(self, model):
+        from .generation import RWKVDecoder
+
+        return RWKVDecoder(model)
