@@ -91,8 +91,8 @@ def _split_train_args(argv: list[str]) -> dict:
 
 
 def train_main(argv: list[str]) -> int:
-    from .train.config import TrainConfig
-    from .train.options import load_config, render_yaml
+    from .options import render_yaml
+    from .train.config import TrainConfig, load_config
 
     args = _split_train_args(argv)
     if args["help"]:

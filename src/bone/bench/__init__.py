@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..fs import atomic_write
-from ..train.options import field_comments
+from ..options import field_comments
 from . import measure, report, setups
 from .scale import scale_table
 

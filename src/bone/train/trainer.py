@@ -23,12 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from .. import apply, disabled, merge, trainable_parameters
-from ..config import DTYPES
+from ..config import to_torch_dtype
+from ..errors import ConfigError
+from ..options import render_yaml
 from . import checkpoint as ckpt
 from . import launch, sharded
-from .config import TrainConfig
+from .config import TrainConfig, load_config
 from .monitor import Monitor, plot_loss
-from .options import ConfigError, load_config, render_yaml
 from .sampler import BatchPlan
 
 STOP_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143}  # signal -> exit status after a clean stop
@@ -92,7 +93,7 @@ class Trainer:
         fields = dict(prompt_field=d.prompt_field, response_field=d.response_field, messages_field=d.messages_field)
         train_records = load_records(d.train, split=d.train_split, limit=d.train_limit)
         self.eval_records = load_records(d.eval, split=d.eval_split, limit=d.eval_limit) if d.eval else None
-        model = load_model(cfg.model.path, dtype=DTYPES[cfg.model.dtype])
+        model = load_model(cfg.model.path, dtype=to_torch_dtype(cfg.model.dtype))
         self.tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path)
         if getattr(model.config, "model_type", "").startswith("rwkv"):
             from ..models.rwkv import check_vocab
@@ -167,7 +168,7 @@ class Trainer:
         saved = load_config(path / "config.yaml")
         a, b = saved.run_defining(), self.cfg.run_defining()
         if a != b:
-            diff = [f"{s}.{k}: {a[s][k]!r} -> {b[s][k]!r}" for s in a for k in a[s] if a[s][k] != b[s][k]]
+            diff = [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if a[k] != b[k]]
             raise ConfigError(f"cannot resume {path}: the config differs from the checkpoint's in {diff}")
         state = ckpt.read_state(path)
         if state["global_batch"] != self.plan.global_batch:
