@@ -69,6 +69,7 @@ def test_bad_data_and_models_exit_1_and_write_nothing(bone_cli, model_dir, tmp_p
         (["data.train=" + str(empty_row)], "record 1"),
         (["data.train=" + str(empty_row), "data.prompt_field=title"], "title"),
         (["data.eval=" + str(bad_rows)], "line 2"),  # held-out data is checked before training too
+        (["data.train_limit=3"], "3 training examples is fewer than one global batch of 4"),
         (["model.path=" + str(tmp_path / "no-model")], "not found"),
         (["bone.target_modules=[wq, wk]"], "q_proj"),
         (["bone.r=48"], "r=48"),
