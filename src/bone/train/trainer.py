@@ -28,8 +28,11 @@ from accelerate.utils import DistributedType, broadcast_object_list, set_seed
 
 from .. import fs, methods
 from ..config import to_torch_dtype
+from ..data import collate, load_records, to_examples, tokenize_examples
 from ..errors import ConfigError, MissingPathError, OutputExistsError, UsageError, require
+from ..eval import eval_data, evaluate, write_results
 from ..loss import next_token_loss, supervised_tokens
+from ..models import family_of_model, load_model, load_tokenizer
 from ..options import render_yaml
 from . import checkpoint as ckpt
 from . import launch, sharded
@@ -105,10 +108,6 @@ class Trainer:
 
     def _setup_data(self) -> None:
         """Records, tokenizer, tokenized training (and evaluation) data, and the batch plan."""
-        from ..data import load_records, to_examples, tokenize_examples
-        from ..eval import eval_data
-        from ..models import load_tokenizer
-
         cfg, d = self.cfg, self.cfg.data
         fields = dict(prompt_field=d.prompt_field, response_field=d.response_field, messages_field=d.messages_field)
         train_records = load_records(d.train, split=d.train_split, limit=d.train_limit)
@@ -127,8 +126,6 @@ class Trainer:
 
     def _setup_model(self) -> None:
         """The base model, checked against the tokenizer by its family, with the method applied."""
-        from ..models import family_of_model, load_model
-
         cfg = self.cfg
         model = load_model(cfg.model.path, dtype=to_torch_dtype(cfg.model.dtype))
         family = family_of_model(model)
@@ -264,8 +261,6 @@ class Trainer:
 
     def _micro_batches(self, order) -> list[dict]:
         """This process's micro-batches of the next optimizer step, on its device."""
-        from ..data import collate
-
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         idx = self.plan.micro_batches(self.epoch, self.pos, order)
         return [{k: v.to(self.acc.device) for k, v in collate([self.train_set[i] for i in b], pad).items()} for b in idx]
@@ -381,8 +376,6 @@ class Trainer:
             return None
         metrics = None
         if self.is_main:
-            from ..eval import evaluate, write_results
-
             model, e = self.acc.unwrap_model(self.model), self.cfg.eval
             model.eval()
             if self.step >= self.total_steps:
