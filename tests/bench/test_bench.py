@@ -1,13 +1,17 @@
-"""bone.bench on a tiny Llama: the CLI end to end, and its memory accounting against the shapes."""
+"""bone.bench on a tiny Llama: the CLI end to end, bad arguments, and the 7B memory model
+(`scale.py`) against saved-tensor hooks on a small model and against hand-computed numbers."""
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
 
 from bone import bench
 from bone.bench import measure, setups
-from bone.bench.scale import GIB, ScaleSpec, kept_per_layer, scale_table
+from bone.bench.scale import ScaleSpec, kept_per_layer, scale_table
+from bone.cli import main as cli_main
+from bone.errors import ConfigError, MissingDependencyError
 
 TINY = ["--hidden=64", "--intermediate=128", "--layers=1", "--heads=4", "--vocab=128", "--seq=16", "--batch=2",
         "--r=16", "--mini-r=16", "--lora-r=4", "--threads=1"]
@@ -23,42 +27,90 @@ def test_cli_smoke(tmp_path, capsys):
     assert rows["frozen"]["step_ratio"] == 1.0 and rows["frozen"]["trainable"] == 0
     assert rows["bone-col"]["trainable"] == rows["peft-bat"]["trainable"] > 0
     assert rows["bone-col"]["extra_kept_bytes"] < min(rows["bone-col-ref"]["extra_kept_bytes"], rows["peft-bat"]["extra_kept_bytes"])
+    assert rows["peft-bat"]["about"] == "PEFT MiSS, init_weights='bat' (col)"
+    assert data["targets"]["col step / peft-bat step (<= 0.95)"] == rows["bone-col"]["step_s"] / rows["peft-bat"]["step_s"]
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = capsys.readouterr().out
     assert "| bone-col |" in out and "Flash-Bone col" in out  # result table and the 7B scale table
+    assert "issue" not in out.lower()
 
 
-def test_bad_arguments_write_nothing(tmp_path, capsys):
-    assert bench.main(TINY + ["--methods=bone-col", f"--out={tmp_path / 'a'}"]) == 2  # no frozen baseline
-    assert bench.main(TINY + ["--intermediate=120", f"--out={tmp_path / 'b'}"]) == 2  # not a multiple of r
-    assert bench.main(TINY + ["--repeats=0", f"--out={tmp_path / 'c'}"]) == 2
+@pytest.mark.parametrize("args,message", [
+    (["--methods=bone-col"], "must include 'frozen'"),
+    (["--methods=frozen,bone-colx"], "'bone-colx'"),
+    (["--intermediate=120"], "multiple of r=16"),
+    (["--repeats=0"], "--repeats must be >= 1"),
+    (["--heads=5"], "divisible by heads=5"),
+])
+def test_bad_arguments_raise_config_error_and_write_nothing(tmp_path, args, message):
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match=message):
+        bench.main(TINY + ["--rss-steps=0", f"--out={out}", *args])
+    assert not out.exists()
+
+
+def test_peft_methods_without_peft_name_the_install(tmp_path, monkeypatch):
+    """Which methods need PEFT is each setup's `needs_peft`; without PEFT they are refused up front."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a))
+    with pytest.raises(MissingDependencyError, match=r"^peft-lora, peft-mini need PEFT \(pip install"):
+        bench.main(TINY + ["--rss-steps=0", "--methods=frozen,peft-lora,bone-col,peft-mini", f"--out={tmp_path / 'o'}"])
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_argument_is_one_line_on_the_command_line(tmp_path, capsys):
+    assert cli_main(["bench", *TINY, "--repeats=0", f"--out={tmp_path / 'out'}"]) == 1
     err = capsys.readouterr().err
-    assert "multiple of r=16" in err and "--repeats must be >= 1" in err
-    assert not any((tmp_path / d).exists() for d in "abc")
+    assert err.count("\n") == 1 and "--repeats must be >= 1" in err
 
 
-def test_kept_bytes_match_the_scale_model():
-    """Measured with saved-tensor hooks on a tiny Llama, the differences between methods are
-    exactly what `scale.kept_per_layer` predicts from the shapes (fp32, one layer)."""
-    cfg = setups.BenchConfig(hidden=64, intermediate=128, layers=1, heads=4, vocab=128, seq=16, batch=2, r=16, mini_r=16)
+def test_every_method_is_built_as_described():
+    """Each setup adapts the seven Llama projections (DEFAULT_TARGETS["llama"]) and nothing else."""
+    cfg = setups.BenchConfig(hidden=64, intermediate=128, layers=1, heads=4, vocab=128, seq=16, batch=2, r=16,
+                             mini_r=16, lora_r=4)
+    base = setups.build_base(cfg)
+    layer = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+             "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+    for name in setups.SETUPS:
+        model = setups.make(name, base, cfg)
+        trained = {n for n, p in model.named_parameters() if p.requires_grad}
+        touched = {t for t in layer if any(f"layers.0.{t}." in n for n in trained)}
+        assert touched == (set() if name == "frozen" else set(layer)), name
+        assert len(trained) == (0 if name == "frozen" else 14 if name == "peft-lora" else 7), name
+
+
+# scale.py row -> the bench method that runs it
+SCALE_METHODS = {"PEFT col (MiSS bat)": "peft-bat", "Flash-Bone col": "bone-col", "Flash-Bone row": "bone-row",
+                 "PEFT shard (MiSS)": "peft-shard", "Flash-Bone shard": "bone-shard", "PEFT LoRA r=16": "peft-lora"}
+
+
+def test_scale_model_matches_saved_tensor_hooks():
+    """Every row of `scale.kept_per_layer`, evaluated at a small model's shapes (fp32, one layer),
+    equals the extra bytes saved-tensor hooks record for that method over the frozen model."""
+    cfg = setups.BenchConfig(hidden=64, intermediate=128, layers=1, heads=4, vocab=128, seq=16, batch=2, r=16,
+                             mini_r=16, lora_r=16)
     base, ids = setups.build_base(cfg), setups.batch(cfg)
-    kept = {m: measure.kept_bytes(setups.make(m, base, cfg), ids)
-            for m in ("frozen", "peft-bat", "bone-col", "bone-shard", "peft-shard")}
-    spec = ScaleSpec(hidden=64, intermediate=128, layers=1, r=16, bytes_per=4, tokens=cfg.batch * cfg.seq)
-    model = kept_per_layer(spec)
-    assert kept["peft-bat"] - kept["bone-col"] == model["PEFT col (MiSS bat)"]["weight-sized"]
-    assert kept["bone-shard"] - kept["frozen"] == model["Flash-Bone shard"]["T x r"]
-    assert kept["peft-shard"] == kept["bone-shard"]
+    kept = {m: measure.kept_bytes(setups.make(m, base, cfg), ids) for m in ["frozen", *SCALE_METHODS.values()]}
+    model = kept_per_layer(ScaleSpec(hidden=64, intermediate=128, layers=1, r=16, bytes_per=4, tokens=32))
+    assert set(model) == set(SCALE_METHODS)
+    for row, method in SCALE_METHODS.items():
+        assert kept[method] - kept["frozen"] == sum(model[row].values()), row
 
 
-def test_scale_table_llama2_7b():
-    spec = ScaleSpec()
-    rows = kept_per_layer(spec)
-    weights_7b = 4 * 4096 * 4096 + 3 * 4096 * 11008  # parameters of the seven projections, per layer
-    assert rows["PEFT col (MiSS bat)"]["weight-sized"] * spec.layers == 2 * weights_7b * 2 * 32
-    assert rows["Flash-Bone col"]["weight-sized"] == 0
-    text = scale_table(spec)
-    assert f"| PEFT col (MiSS bat) | {2 * weights_7b * 2 * 32 / GIB:.1f} |" in text
+def test_scale_table_llama2_7b_by_hand():
+    """LLaMA2-7B (h 4096, i 11008, 32 layers), r=64, bf16, 32768 tokens, worked out by hand:
+    weights per layer 4*4096^2 + 3*4096*11008 = 202,375,168 -> two copies 809,500,672 B (24.125 GiB
+    over 32 layers); inputs (2*4096 + 11008) * 32768 * 2 B = 1.171875 GiB per layer (37.5 GiB);
+    T x r: 7 * 32768 * 64 * 2 B = 28 MiB per layer (0.875 GiB)."""
+    lines = scale_table(ScaleSpec()).splitlines()
+    assert lines[4:] == [
+        "| PEFT col (MiSS bat) | 24.1 | 37.5 | 0.00 | 61.6 | 1.93 |",
+        "| Flash-Bone col | 0.0 | 37.5 | 0.00 | 37.5 | 1.17 |",
+        "| Flash-Bone row | 0.0 | 37.5 | 0.00 | 37.5 | 1.17 |",
+        "| PEFT shard (MiSS) | 0.0 | 0.0 | 0.88 | 0.9 | 0.03 |",
+        "| Flash-Bone shard | 0.0 | 0.0 | 0.88 | 0.9 | 0.03 |",
+        "| PEFT LoRA r=64 | 0.0 | 37.5 | 0.88 | 38.4 | 1.20 |",
+    ]
 
 
 @pytest.mark.integration

@@ -44,24 +44,17 @@ def _gen(seed):
     return torch.Generator().manual_seed(seed)
 
 
+@pytest.mark.parametrize("name,ref,n_blocks", [("col", ref_col, lambda a, b: a), ("row", ref_row, lambda a, b: b)],
+                         ids=["col", "row"])
 @SETTINGS
-@given(blocks)
-def test_col_matches_seed_einops(shape):
+@given(shape=blocks)
+def test_col_row_match_einops(name, ref, n_blocks, shape):
+    """col has one block per output block (a), row one per input block (b)."""
     a, b, r, seed = shape
     g = _gen(seed)
     w = torch.randn(a * r, b * r, generator=g, dtype=torch.float64)
-    blk = torch.randn(a, r, r, generator=g, dtype=torch.float64) * 0.1
-    torch.testing.assert_close(variants.get("col").merged(w, blk), ref_col(w, blk, r))
-
-
-@SETTINGS
-@given(blocks)
-def test_row_matches_einops(shape):
-    a, b, r, seed = shape
-    g = _gen(seed)
-    w = torch.randn(a * r, b * r, generator=g, dtype=torch.float64)
-    d = torch.randn(b, r, r, generator=g, dtype=torch.float64) * 0.1
-    torch.testing.assert_close(variants.get("row").merged(w, d), ref_row(w, d, r))
+    blk = torch.randn(n_blocks(a, b), r, r, generator=g, dtype=torch.float64) * 0.1
+    torch.testing.assert_close(variants.get(name).merged(w, blk), ref(w, blk, r))
 
 
 @SETTINGS

@@ -7,11 +7,12 @@ import dataclasses
 import importlib.util
 import json
 import platform
-import sys
 from pathlib import Path
+from statistics import median
 
 import torch
 
+from ..errors import ConfigError, MissingDependencyError
 from ..fs import atomic_write
 from ..options import field_comments
 from . import measure, report, setups
@@ -24,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(setups.BenchConfig):
         p.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=f.default,
                        help=f"{notes.get(f.name, '')} (default {f.default})")
-    p.add_argument("--methods", default=",".join(setups.METHODS), help="comma-separated subset of: " + ", ".join(setups.METHODS))
+    p.add_argument("--methods", default=",".join(setups.SETUPS), help="comma-separated subset of: " + ", ".join(setups.SETUPS))
     p.add_argument("--repeats", type=int, default=7, help="timed interleaved rounds (median reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
@@ -37,9 +38,9 @@ def _parser() -> argparse.ArgumentParser:
 def _config(args) -> setups.BenchConfig:
     for name, low in (("repeats", 1), ("warmup", 0), ("threads", 1), ("rss_steps", 0)):
         if getattr(args, name) < low:
-            raise ValueError(f"bench: --{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
     if args.out.exists() and not args.out.is_dir():
-        raise ValueError(f"bench: --out {args.out} exists and is not a directory")
+        raise ConfigError(f"--out {args.out} exists and is not a directory; name a folder")
     cfg = setups.BenchConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(setups.BenchConfig)})
     cfg.check()
     return cfg
@@ -59,24 +60,31 @@ def _rss_child(args, cfg) -> int:
     return 0
 
 
+def _methods(args) -> list[str]:
+    """The --methods list, checked: known names, the frozen baseline among them, PEFT installed if needed."""
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if "frozen" not in methods or any(m not in setups.SETUPS for m in methods):
+        raise ConfigError(f"--methods must include 'frozen' and only use {list(setups.SETUPS)}; got {methods}")
+    need_peft = [m for m in methods if setups.SETUPS[m].needs_peft]
+    if need_peft and importlib.util.find_spec("peft") is None:
+        raise MissingDependencyError(f"{', '.join(need_peft)} need PEFT (pip install 'peft>=0.17'), "
+                                     "or leave them out of --methods")
+    return methods
+
+
 def run(args, cfg) -> dict:
     """Measure every requested method; returns the JSON-ready result."""
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in setups.METHODS]
-    if unknown or "frozen" not in methods:
-        raise ValueError(f"bench: --methods must include 'frozen' and only use {list(setups.METHODS)}; got {methods}")
-    if any(m.startswith("peft-") for m in methods) and importlib.util.find_spec("peft") is None:
-        raise ValueError("bench: the peft-* methods need PEFT (pip install 'peft>=0.17'), or leave them out of --methods")
+    methods = _methods(args)
     rss = {m: measure.child_peak_rss(m, _model_argv(args)) if args.rss_steps else None for m in methods}
     base, ids = setups.build_base(cfg), setups.batch(cfg)
     models = {m: setups.make(m, base, cfg) for m in methods}
     kept = {m: measure.kept_bytes(models[m], ids) for m in methods}
     steps = {m: measure.stepper(models[m], setups.trainable(models[m]), ids) for m in methods}
     times, cpu = measure.time_interleaved(steps, args.repeats, args.warmup)
-    t0, c0 = measure.median(times["frozen"]), measure.median(cpu["frozen"])
-    rows = {m: {"about": setups.METHODS[m], "trainable": sum(p.numel() for p in setups.trainable(models[m])),
-                "step_s": measure.median(times[m]), "step_ratio": measure.median(times[m]) / t0,
-                "cpu_s": measure.median(cpu[m]), "cpu_ratio": measure.median(cpu[m]) / c0,
+    t0, c0 = median(times["frozen"]), median(cpu["frozen"])
+    rows = {m: {"about": setups.SETUPS[m].about, "trainable": sum(p.numel() for p in setups.trainable(models[m])),
+                "step_s": median(times[m]), "step_ratio": median(times[m]) / t0,
+                "cpu_s": median(cpu[m]), "cpu_ratio": median(cpu[m]) / c0,
                 "step_times_s": times[m], "cpu_times_s": cpu[m], "kept_bytes": kept[m],
                 "extra_kept_bytes": kept[m] - kept["frozen"], "peak_rss_mb": rss[m]} for m in methods}
     return {"config": dataclasses.asdict(cfg), "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads,
@@ -85,7 +93,8 @@ def run(args, cfg) -> dict:
 
 
 def targets(rows: dict) -> dict:
-    """The issue-5 targets as measured ratios (None where a method was not run)."""
+    """Flash-Bone against PEFT MiSS and the frozen base, as measured ratios, each key with the bound
+    Flash-Bone was built to meet (None where a method was not run)."""
     def ratio(a, b, key):
         return rows[a][key] / rows[b][key] if a in rows and b in rows and rows[b][key] else None
     return {"col step / peft-bat step (<= 0.95)": ratio("bone-col", "peft-bat", "step_s"),
@@ -98,20 +107,14 @@ def targets(rows: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; bad arguments raise ConfigError (MissingDependencyError without PEFT)
+    before anything is built or written."""
     args = _parser().parse_args(argv)
-    try:
-        cfg = _config(args)
-    except ValueError as e:
-        print(e, file=sys.stderr)
-        return 2
+    cfg = _config(args)
     torch.set_num_threads(args.threads)
     if args.rss_child:
         return _rss_child(args, cfg)
-    try:
-        result = run(args, cfg)
-    except ValueError as e:
-        print(e, file=sys.stderr)
-        return 2
+    result = run(args, cfg)
     md = report.table(result["rows"])
     tg = "\n".join(f"- {k}: {'-' if v is None else f'{v:.3f}'}" for k, v in result["targets"].items())
     scale = scale_table()
@@ -119,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     title = (f"Llama {cfg.layers}x{cfg.hidden} (mlp {cfg.intermediate}), batch {cfg.batch}x{cfg.seq}, r={cfg.r}, "
              f"fp32, {args.threads} threads, median of {args.repeats}")
     report.write_json(args.out / "bench.json", result)
-    report.write_png(args.out / "bench.png", result["rows"], title)
-    text = f"{title}\n\n{md}\n\nTargets (issue 5):\n{tg}\n\n{scale}\n"
+    report.write_png(args.out / "bench.png", result["rows"], title, {m: setups.SETUPS[m].color for m in result["rows"]})
+    text = f"{title}\n\n{md}\n\nFlash-Bone vs PEFT MiSS and the frozen base (bound in brackets):\n{tg}\n\n{scale}\n"
     atomic_write(args.out / "bench.md", lambda tmp: Path(tmp).write_text(text))
     print(text)
     print(f"wrote {args.out}/bench.json, bench.png, bench.md")

@@ -1,3 +1,5 @@
-from . import main
+import sys
 
-raise SystemExit(main())
+from ..cli import main
+
+raise SystemExit(main(["bench", *sys.argv[1:]]))

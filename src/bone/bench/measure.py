@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -95,10 +94,6 @@ def time_interleaved(steps: dict[str, Callable[[], None]], repeats: int, warmup:
                 wall[name].append(time.perf_counter() - t0)
                 cpu[name].append(time.process_time() - c0)
     return wall, cpu
-
-
-def median(xs: list[float]) -> float:
-    return statistics.median(xs)
 
 
 def peak_rss_mb() -> float:

@@ -25,8 +25,8 @@ def write_json(path: Path, data: dict) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
 
 
-def write_png(path: Path, rows: dict[str, dict], title: str) -> None:
-    """Three bar charts: step time ratio, extra bytes kept for backward, peak RSS."""
+def write_png(path: Path, rows: dict[str, dict], title: str, colors: dict[str, str]) -> None:
+    """Three bar charts: step time ratio, extra bytes kept for backward, peak RSS; `colors` per method."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,9 +38,8 @@ def write_png(path: Path, rows: dict[str, dict], title: str) -> None:
     if all(rows[n].get("peak_rss_mb") is not None for n in names):
         panels.append(("peak RSS (MiB)", [rows[n]["peak_rss_mb"] for n in names]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 0.4 * len(names) + 1.5))
-    colors = ["tab:gray" if n == "frozen" else "tab:blue" if n.startswith("bone-") else "tab:orange" for n in names]
     for ax, (label, values) in zip(axes, panels):
-        ax.barh(names, values, color=colors)
+        ax.barh(names, values, color=[colors[n] for n in names])
         ax.invert_yaxis()
         ax.set_xlabel(label)
         for y, v in enumerate(values):

@@ -2,9 +2,10 @@
 
 Per decoder layer the seven projections are q, k, v, o `(h, h)`, gate, up `(i, h)`, down `(h, i)`.
 Inputs shared by several projections are one tensor (q/k/v read the same normed hidden state,
-gate/up the same one), so a layer keeps at most 3 h + i input features per token. What each
-method keeps for backward, beyond what the frozen model keeps anyway (read off the code; the
-small-model part is checked against saved-tensor hooks in tests/bench):
+gate/up the same one), and o's input is the attention output, which SDPA keeps for its own
+backward in the frozen model too, so adapting a layer keeps 2 h + i more input features per
+token. What each method keeps for backward, beyond what the frozen model keeps anyway (read off
+the code; tests/bench checks every row against saved-tensor hooks on a small model):
 
   PEFT col (MiSS bat)  per projection the cloned W (saved by `W @ B`) and the merged W' (saved by
                        F.linear), plus the layer inputs (for dW')
@@ -37,7 +38,7 @@ def _shapes(s: ScaleSpec) -> list[tuple[int, int]]:
 def kept_per_layer(s: ScaleSpec) -> dict[str, dict[str, int]]:
     """Bytes kept for backward per decoder layer, split by kind, for each method."""
     weights = sum(o * n for o, n in _shapes(s)) * s.bytes_per
-    inputs = (3 * s.hidden + s.intermediate) * s.tokens * s.bytes_per
+    inputs = (2 * s.hidden + s.intermediate) * s.tokens * s.bytes_per  # q/k/v's, gate/up's, down's
     slices = len(_shapes(s)) * s.tokens * s.r * s.bytes_per
     return {
         "PEFT col (MiSS bat)": {"weight-sized": 2 * weights, "layer inputs": inputs, "T x r": 0},

@@ -1,7 +1,8 @@
 """The benchmark's model and the methods it compares, each a fresh copy of one base model.
 
 The base is a Llama-shaped `LlamaForCausalLM` built from a `LlamaConfig` (random weights, fp32,
-no download). Every method adapts the seven projections (q, k, v, o, gate, up, down).
+no download). Every method adapts Llama's default targets (`bone.inject.DEFAULT_TARGETS["llama"]`:
+q, k, v, o, gate, up, down). A method is one `Setup` in `SETUPS`; a new one is one more entry.
 """
 from __future__ import annotations
 
@@ -11,21 +12,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+from .. import variants
+from ..config import BoneConfig
+from ..errors import ConfigError
+from ..inject import DEFAULT_TARGETS, apply
 
-# method name -> what it is (also the row order of the report)
-METHODS = {
-    "frozen": "frozen base model (gradient flows to the input, nothing trained)",
-    "peft-lora": "PEFT LoRA, r = lora_r",
-    "peft-shard": "PEFT MiSS, init_weights=True (shard)",
-    "peft-bat": "PEFT MiSS, init_weights='bat' (col)",
-    "peft-mini": "PEFT MiSS, init_weights='mini'",
-    "bone-col": "bone col, Flash-Bone (fused)",
-    "bone-row": "bone row, Flash-Bone (fused)",
-    "bone-shard": "bone shard, Flash-Bone (fused)",
-    "bone-mini": "bone mini, Flash-Bone (fused)",
-    "bone-col-ref": "bone col, plain autograd reference (fused=False)",
-}
+TARGETS = list(DEFAULT_TARGETS["llama"])
 
 
 @dataclass
@@ -45,13 +37,97 @@ class BenchConfig:
     def check(self) -> None:
         for name in ("hidden", "intermediate", "layers", "heads", "vocab", "seq", "batch", "r", "mini_r", "lora_r"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"bench: --{name.replace('_', '-')} must be positive")
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
         if self.hidden % self.heads:
-            raise ValueError(f"bench: hidden={self.hidden} must be divisible by heads={self.heads}")
+            raise ConfigError(f"hidden={self.hidden} must be divisible by heads={self.heads}")
         for name in ("hidden", "intermediate"):
             value = getattr(self, name)
             if value % self.r or value % self.mini_r:
-                raise ValueError(f"bench: {name}={value} must be a multiple of r={self.r} and mini_r={self.mini_r}")
+                raise ConfigError(f"{name}={value} must be a multiple of r={self.r} and mini_r={self.mini_r}")
+
+
+class Setup:
+    """One benchmarked method: a line for the report and how it adapts a copy of the base."""
+
+    about: str
+    needs_peft: bool = False  # adapt() imports PEFT
+    color: str = "tab:gray"  # its bars in bench.png
+
+    def adapt(self, model: nn.Module, cfg: BenchConfig) -> nn.Module:
+        """`model` (a fresh copy of the base) with this method applied."""
+        raise NotImplementedError
+
+
+class Frozen(Setup):
+    about = "frozen base model (gradient flows to the input, nothing trained)"
+
+    def adapt(self, model, cfg):
+        return model
+
+
+class PeftLora(Setup):
+    about = "PEFT LoRA, r = lora_r"
+    needs_peft, color = True, "tab:orange"
+
+    def adapt(self, model, cfg):
+        import peft
+
+        pc = peft.LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules=TARGETS, lora_dropout=0.0)
+        return peft.get_peft_model(model, pc)
+
+
+class PeftMiss(Setup):
+    """PEFT's MiSS with the `init_weights` tag that selects `variant`."""
+
+    needs_peft, color = True, "tab:orange"
+
+    def __init__(self, variant: str):
+        self.variant = variants.get(variant)
+        self.about = f"PEFT MiSS, init_weights={self.variant.peft_init!r} ({variant})"
+
+    def adapt(self, model, cfg):
+        import peft
+
+        pc = peft.MissConfig(r=cfg.r, init_weights=self.variant.peft_init, mini_r=cfg.mini_r, target_modules=TARGETS)
+        return peft.get_peft_model(model, pc)
+
+
+class Bone(Setup):
+    """bone's `variant`, through the fused Flash-Bone kernels or the plain autograd reference."""
+
+    color = "tab:blue"
+
+    def __init__(self, variant: str, fused: bool = True):
+        self.variant, self.fused = variants.get(variant), fused
+        how = "Flash-Bone (fused)" if fused else "plain autograd reference (fused=False)"
+        self.about = f"bone {variant}, {how}"
+
+    def adapt(self, model, cfg):
+        mini_r = cfg.mini_r if self.variant.uses_mini_r else None
+        return apply(model, BoneConfig(r=cfg.r, variant=self.variant.name, mini_r=mini_r, target_modules=TARGETS,
+                                       fused=self.fused))
+
+
+# method name -> its setup (also the row order of the report)
+SETUPS: dict[str, Setup] = {
+    "frozen": Frozen(),
+    "peft-lora": PeftLora(),
+    "peft-shard": PeftMiss("shard"),
+    "peft-bat": PeftMiss("col"),
+    "peft-mini": PeftMiss("mini"),
+    "bone-col": Bone("col"),
+    "bone-row": Bone("row"),
+    "bone-shard": Bone("shard"),
+    "bone-mini": Bone("mini"),
+    "bone-col-ref": Bone("col", fused=False),
+}
+
+
+def get(method: str) -> Setup:
+    try:
+        return SETUPS[method]
+    except KeyError:
+        raise ConfigError(f"unknown bench method {method!r}; choose from {list(SETUPS)}") from None
 
 
 def build_base(cfg: BenchConfig) -> nn.Module:
@@ -68,26 +144,8 @@ def build_base(cfg: BenchConfig) -> nn.Module:
 
 
 def make(method: str, base: nn.Module, cfg: BenchConfig) -> nn.Module:
-    """A fresh copy of `base` adapted by `method` (a key of METHODS), in train mode."""
-    if method not in METHODS:
-        raise ValueError(f"bench: unknown method {method!r}; choose from {list(METHODS)}")
-    model = copy.deepcopy(base)
-    if method.startswith("peft-"):
-        import peft
-
-        if method == "peft-lora":
-            pc = peft.LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules=TARGETS, lora_dropout=0.0)
-        else:
-            init = {"peft-shard": True, "peft-bat": "bat", "peft-mini": "mini"}[method]
-            pc = peft.MissConfig(r=cfg.r, init_weights=init, mini_r=cfg.mini_r, target_modules=TARGETS)
-        model = peft.get_peft_model(model, pc)
-    elif method.startswith("bone-"):
-        import bone
-
-        variant = method.split("-")[1]
-        model = bone.apply(model, bone.BoneConfig(
-            r=cfg.r, variant=variant, mini_r=cfg.mini_r if variant == "mini" else None,
-            target_modules=TARGETS, fused=not method.endswith("-ref")))
+    """A fresh copy of `base` adapted by `method` (a key of SETUPS), in train mode."""
+    model = get(method).adapt(copy.deepcopy(base), cfg)
     # Every method computes dL/dx through every layer, so the frozen base does the same backward.
     model.get_input_embeddings().register_forward_hook(lambda m, i, out: out.requires_grad_(True))
     return model.train()

@@ -26,12 +26,32 @@ def _norm(g, sd: dict, key: str, C: int) -> None:
     sd[f"{key}.bias"] = 0.1 * torch.randn(C, generator=g)
 
 
-def _block_norms(g, sd: dict, p: str, i: int, C: int) -> None:
-    """ln1, ln2 of block i (and ln0, the embedding norm, in block 0)."""
-    _norm(g, sd, p + "ln1", C)
-    _norm(g, sd, p + "ln2", C)
-    if i == 0:
-        _norm(g, sd, p + "ln0", C)
+def _checkpoint(g, n_layer: int, C: int, vocab: int, mixes: tuple[str, ...], layer) -> dict:
+    """What both versions store: emb, per block ln0 (block 0) / ln1 / ln2 and the (1, 1, C) token-shift
+    mixes `mixes` of att, then `layer(sd, prefix, i)` for the rest of the block; ln_out, head."""
+    sd = {"emb.weight": torch.randn(vocab, C, generator=g)}
+    for i in range(n_layer):
+        p = f"blocks.{i}."
+        _norm(g, sd, p + "ln1", C)
+        _norm(g, sd, p + "ln2", C)
+        if i == 0:
+            _norm(g, sd, p + "ln0", C)
+        for name in mixes:
+            sd[p + "att." + name] = torch.rand(1, 1, C, generator=g)
+        layer(sd, p, i)
+    _norm(g, sd, "ln_out", C)
+    sd["head.weight"] = _lin(g, vocab, C)
+    return sd
+
+
+def _low_rank(g, sd: dict, a: str, one: str, two: str, C: int, D: int) -> None:
+    """A (C, D) @ (D, C) pair as the checkpoints store it (scale 0.3)."""
+    sd[a + one], sd[a + two] = 0.3 * torch.randn(C, D, generator=g), 0.3 * torch.randn(D, C, generator=g)
+
+
+def _linears(g, sd: dict, prefix: str, names: tuple[str, ...], C: int) -> None:
+    for name in names:
+        sd[prefix + name + ".weight"] = _lin(g, C, C)
 
 
 def make_x070(n_layer=2, C=128, N=64, vocab=VOCAB, lora=(32, 16, 8, 24), seed=0, layer0_v=True) -> dict:
@@ -39,63 +59,51 @@ def make_x070(n_layer=2, C=128, N=64, vocab=VOCAB, lora=(32, 16, 8, 24), seed=0,
     g = torch.Generator().manual_seed(seed)
     H, F = C // N, 4 * C
     dw, da, dv, dg = lora
-    sd = {"emb.weight": torch.randn(vocab, C, generator=g)}
-    for i in range(n_layer):
-        p = f"blocks.{i}."
-        _block_norms(g, sd, p, i, C)
+
+    def layer(sd, p, i):
         a = p + "att."
-        for name in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"):
-            sd[a + name] = torch.rand(1, 1, C, generator=g)
-        sd[a + "w1"], sd[a + "w2"] = 0.3 * torch.randn(C, dw, generator=g), 0.3 * torch.randn(dw, C, generator=g)
+        _low_rank(g, sd, a, "w1", "w2", C, dw)
         sd[a + "w0"] = _vec(g, C, 1.5, -1.0)
-        sd[a + "a1"], sd[a + "a2"] = 0.3 * torch.randn(C, da, generator=g), 0.3 * torch.randn(da, C, generator=g)
+        _low_rank(g, sd, a, "a1", "a2", C, da)
         sd[a + "a0"] = _vec(g, C, 0.5)
         if i > 0 or layer0_v:
-            sd[a + "v1"], sd[a + "v2"] = 0.3 * torch.randn(C, dv, generator=g), 0.3 * torch.randn(dv, C, generator=g)
+            _low_rank(g, sd, a, "v1", "v2", C, dv)
             sd[a + "v0"] = _vec(g, C, 0.5, 0.5)
-        sd[a + "g1"], sd[a + "g2"] = 0.3 * torch.randn(C, dg, generator=g), 0.3 * torch.randn(dg, C, generator=g)
+        _low_rank(g, sd, a, "g1", "g2", C, dg)
         sd[a + "k_k"] = _vec(g, C, 0.3, 0.8)
         sd[a + "k_a"] = torch.rand(1, 1, C, generator=g) + 0.5
         sd[a + "r_k"] = 0.3 * torch.randn(H, N, generator=g)
-        for name in ("receptance", "key", "value", "output"):
-            sd[a + name + ".weight"] = _lin(g, C, C)
+        _linears(g, sd, a, ("receptance", "key", "value", "output"), C)
         _norm(g, sd, a + "ln_x", C)
         sd[p + "ffn.x_k"] = torch.rand(1, 1, C, generator=g)
         sd[p + "ffn.key.weight"] = _lin(g, F, C)
         sd[p + "ffn.value.weight"] = _lin(g, C, F)
-    _norm(g, sd, "ln_out", C)
-    sd["head.weight"] = _lin(g, vocab, C)
-    return sd
+
+    return _checkpoint(g, n_layer, C, vocab, ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"), layer)
 
 
 def make_x060(n_layer=2, C=128, N=64, vocab=VOCAB, mix=16, decay=24, seed=0) -> dict:
     """RWKV-6 keys and shapes as BlinkDL's RWKV-v5 (x060) train model saves them."""
     g = torch.Generator().manual_seed(seed)
     H, F = C // N, int(3.5 * C)
-    sd = {"emb.weight": torch.randn(vocab, C, generator=g)}
-    for i in range(n_layer):
-        p = f"blocks.{i}."
-        _block_norms(g, sd, p, i, C)
+
+    def layer(sd, p, i):
         a = p + "att."
-        for name in ("time_maa_x", "time_maa_w", "time_maa_k", "time_maa_v", "time_maa_r", "time_maa_g"):
-            sd[a + name] = torch.rand(1, 1, C, generator=g)
         sd[a + "time_maa_w1"] = 0.3 * torch.randn(C, 5 * mix, generator=g)
         sd[a + "time_maa_w2"] = 0.3 * torch.randn(5, mix, C, generator=g)
         sd[a + "time_decay"] = _vec(g, C, 1.5, -1.5)  # some channels decay hard (exp(-exp(2)) per step)
-        sd[a + "time_decay_w1"] = 0.3 * torch.randn(C, decay, generator=g)
-        sd[a + "time_decay_w2"] = 0.3 * torch.randn(decay, C, generator=g)
+        _low_rank(g, sd, a, "time_decay_w1", "time_decay_w2", C, decay)
         sd[a + "time_faaaa"] = 0.5 * torch.randn(H, N, generator=g)
-        for name in ("receptance", "key", "value", "output", "gate"):
-            sd[a + name + ".weight"] = _lin(g, C, C)
+        _linears(g, sd, a, ("receptance", "key", "value", "output", "gate"), C)
         _norm(g, sd, a + "ln_x", C)
         sd[p + "ffn.time_maa_k"] = torch.rand(1, 1, C, generator=g)
         sd[p + "ffn.time_maa_r"] = torch.rand(1, 1, C, generator=g)
         sd[p + "ffn.key.weight"] = _lin(g, F, C)
         sd[p + "ffn.receptance.weight"] = _lin(g, C, C)
         sd[p + "ffn.value.weight"] = _lin(g, C, F)
-    _norm(g, sd, "ln_out", C)
-    sd["head.weight"] = _lin(g, vocab, C)
-    return sd
+
+    mixes = ("time_maa_x", "time_maa_w", "time_maa_k", "time_maa_v", "time_maa_r", "time_maa_g")
+    return _checkpoint(g, n_layer, C, vocab, mixes, layer)
 
 
 MAKERS = {"x070": make_x070, "x060": make_x060}

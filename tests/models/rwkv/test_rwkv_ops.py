@@ -31,24 +31,19 @@ def _state(dtype=torch.float64):
     return torch.randn(B, H, N, N, generator=torch.Generator().manual_seed(9), dtype=dtype)
 
 
+# kind -> (inputs, chunked form, per-token recurrence)
+FORMS = {"rwkv7": (_inputs7, wkv7_chunked, wkv7_recurrent), "rwkv6": (_inputs6, wkv6_chunked, wkv6_recurrent)}
+
+
+@pytest.mark.parametrize("kind", list(FORMS))
 @pytest.mark.parametrize("T,chunk", [(1, 64), (7, 4), (37, 8), (64, 16), (50, 64), (130, 64)])
 @pytest.mark.parametrize("with_state", [False, True])
-def test_wkv7_chunked_equals_recurrence(T, chunk, with_state):
-    x = _inputs7(T)
+def test_chunked_equals_recurrence(kind, T, chunk, with_state):
+    inputs, chunked, loop = FORMS[kind]
+    x = inputs(T)
     s0 = _state() if with_state else None
-    y_ref, s_ref = wkv7_recurrent(*x, state=s0)
-    y, s = wkv7_chunked(*x, state=s0, chunk_size=chunk)
-    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(s, s_ref, rtol=1e-10, atol=1e-10)
-
-
-@pytest.mark.parametrize("T,chunk", [(1, 64), (7, 4), (37, 8), (64, 16), (50, 64)])
-@pytest.mark.parametrize("with_state", [False, True])
-def test_wkv6_chunked_equals_recurrence(T, chunk, with_state):
-    x = _inputs6(T)
-    s0 = _state() if with_state else None
-    y_ref, s_ref = wkv6_recurrent(*x, state=s0)
-    y, s = wkv6_chunked(*x, state=s0, chunk_size=chunk)
+    y_ref, s_ref = loop(*x, state=s0)
+    y, s = chunked(*x, state=s0, chunk_size=chunk)
     torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(s, s_ref, rtol=1e-10, atol=1e-10)
 
@@ -65,12 +60,12 @@ def test_wkv6_very_strong_decay_stays_exact_in_fp32():
     assert all(torch.isfinite(t.grad).all() for t in x)
 
 
-@pytest.mark.parametrize("kind", ["rwkv7", "rwkv6"])
+@pytest.mark.parametrize("kind", list(FORMS))
 @pytest.mark.parametrize("T,chunk", [(21, 8), (70, 64)])
 def test_gradients_match_recurrence(kind, T, chunk):
-    x = _inputs7(T) if kind == "rwkv7" else _inputs6(T)
+    inputs, chunked, loop = FORMS[kind]
+    x = inputs(T)
     s0 = _state()
-    chunked, loop = (wkv7_chunked, wkv7_recurrent) if kind == "rwkv7" else (wkv6_chunked, wkv6_recurrent)
     w = torch.randn(B, T, H, N, dtype=torch.float64)
 
     def grads(fn, **kw):

@@ -25,7 +25,6 @@ class RWKVConfig:
     mix_lora: int = 0  # x060 only: columns of att.time_maa_w1 divided by 5 (token-shift mix)
     layer0_v_params: bool = True  # x070: whether block 0 stores v0/v1/v2 (present in BlinkDL files, unused)
     chunk_size: int = 16  # WKV chunk length of the parallel (training) form; 16 is fastest on CPU (benchmarks/bench_wkv.py)
-    use_cache: bool = False  # for Hugging Face-style callers; generation keeps its own recurrent state
 
     def __post_init__(self) -> None:
         if self.model_type not in MODEL_TYPES:

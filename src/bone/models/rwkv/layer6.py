@@ -1,8 +1,8 @@
 """RWKV-6 ("x060", Finch) time-mix, channel-mix and block, named exactly as BlinkDL's checkpoints.
 
-x is (B, T, C); a layer state is (att_shift (B, C), wkv (B, H, N, N) fp32, ffn_shift (B, C)).
-Data-dependent token shift: m = tanh((x + dx * maa_x) @ maa_w1) @ maa_w2 gives five mixes
-(w, k, v, r, g); the decay is exp(-exp(time_decay + tanh(xw @ decay_w1) @ decay_w2)).
+Shapes and the module interface are in `block`. Data-dependent token shift:
+m = tanh((x + dx * maa_x) @ maa_w1) @ maa_w2 gives five mixes (w, k, v, r, g); the decay is
+exp(-exp(time_decay + tanh(xw @ decay_w1) @ decay_w2)).
 """
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .block import Block, param, token_shift
 from .config import RWKVConfig
-from .layer7 import _param, token_shift
 from .ops import wkv6
 
 
@@ -23,11 +23,11 @@ class TimeMix6(nn.Module):
         C, H, N, D = cfg.n_embd, cfg.n_head, cfg.head_size, cfg.mix_lora
         self.n_head, self.chunk_size = H, cfg.chunk_size
         for name in ("time_maa_x", "time_maa_w", "time_maa_k", "time_maa_v", "time_maa_r", "time_maa_g"):
-            setattr(self, name, _param(1, 1, C))
-        self.time_maa_w1, self.time_maa_w2 = _param(C, 5 * D), _param(5, D, C)
-        self.time_decay = _param(1, 1, C)
-        self.time_decay_w1, self.time_decay_w2 = _param(C, cfg.decay_lora), _param(cfg.decay_lora, C)
-        self.time_faaaa = _param(H, N)
+            setattr(self, name, param(1, 1, C))
+        self.time_maa_w1, self.time_maa_w2 = param(C, 5 * D), param(5, D, C)
+        self.time_decay = param(1, 1, C)
+        self.time_decay_w1, self.time_decay_w2 = param(C, cfg.decay_lora), param(cfg.decay_lora, C)
+        self.time_faaaa = param(H, N)
         self.receptance = nn.Linear(C, C, bias=False)
         self.key = nn.Linear(C, C, bias=False)
         self.value = nn.Linear(C, C, bias=False)
@@ -35,8 +35,8 @@ class TimeMix6(nn.Module):
         self.gate = nn.Linear(C, C, bias=False)
         self.ln_x = nn.GroupNorm(H, C, eps=64e-5)
 
-    def forward(self, x: Tensor, shift: Tensor | None, wkv_state: Tensor | None):
-        """x (B, T, C) -> (out (B, T, C), new shift (B, C), new wkv state)."""
+    def forward(self, x: Tensor, v_first: Tensor | None, shift: Tensor | None, wkv_state: Tensor | None):
+        """x (B, T, C) -> (out (B, T, C), v_first (passed through), new shift (B, C), new wkv state)."""
         B, T, C = x.shape
         H = self.n_head
         xx = token_shift(x, shift) - x
@@ -53,7 +53,7 @@ class TimeMix6(nn.Module):
         heads = lambda t: t.view(B, T, H, -1)  # noqa: E731
         y, wkv_state = wkv6(heads(r), heads(lw), heads(k), heads(v), self.time_faaaa, wkv_state, self.chunk_size)
         y = self.ln_x(y.reshape(B * T, C)).view(B, T, C)
-        return self.output(y * g), x[:, -1], wkv_state
+        return self.output(y * g), v_first, x[:, -1], wkv_state
 
 
 class ChannelMix6(nn.Module):
@@ -61,8 +61,8 @@ class ChannelMix6(nn.Module):
 
     def __init__(self, cfg: RWKVConfig):
         super().__init__()
-        self.time_maa_k = _param(1, 1, cfg.n_embd)
-        self.time_maa_r = _param(1, 1, cfg.n_embd)
+        self.time_maa_k = param(1, 1, cfg.n_embd)
+        self.time_maa_r = param(1, 1, cfg.n_embd)
         self.key = nn.Linear(cfg.n_embd, cfg.dim_ffn, bias=False)
         self.receptance = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         self.value = nn.Linear(cfg.dim_ffn, cfg.n_embd, bias=False)
@@ -73,24 +73,8 @@ class ChannelMix6(nn.Module):
         return torch.sigmoid(self.receptance(x + xx * self.time_maa_r)) * self.value(k), x[:, -1]
 
 
-class Block6(nn.Module):
-    """x = ln0(x) (block 0); x += att(ln1(x)); x += ffn(ln2(x)). v_first passes through (unused)."""
+class Block6(Block):
+    """An RWKV-6 block (v_first passes through unused)."""
 
     def __init__(self, cfg: RWKVConfig, layer_id: int):
-        super().__init__()
-        self.ln1 = nn.LayerNorm(cfg.n_embd)
-        self.ln2 = nn.LayerNorm(cfg.n_embd)
-        if layer_id == 0:
-            self.ln0 = nn.LayerNorm(cfg.n_embd)
-        self.att = TimeMix6(cfg)
-        self.ffn = ChannelMix6(cfg)
-
-    def forward(self, x: Tensor, v_first: Tensor | None, state: tuple | None = None):
-        """-> (x, v_first, (att_shift, wkv, ffn_shift))."""
-        att_shift, wkv_state, ffn_shift = state if state is not None else (None, None, None)
-        if hasattr(self, "ln0"):
-            x = self.ln0(x)
-        h, att_shift, wkv_state = self.att(self.ln1(x), att_shift, wkv_state)
-        x = x + h
-        h, ffn_shift = self.ffn(self.ln2(x), ffn_shift)
-        return x + h, v_first, (att_shift, wkv_state, ffn_shift)
+        super().__init__(cfg, layer_id, TimeMix6(cfg), ChannelMix6(cfg))

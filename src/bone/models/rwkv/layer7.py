@@ -1,8 +1,7 @@
 """RWKV-7 ("x070", Goose) time-mix, channel-mix and block, named exactly as BlinkDL's checkpoints.
 
-x is (B, T, C); a layer state is (att_shift (B, C), wkv (B, H, N, N) fp32, ffn_shift (B, C)); the
-shift states hold the last layer-normed input, as the official runtime does. Parameter shapes
-are the checkpoint's own ((1, 1, C) mixes, (C, D)/(D, C) low-rank pairs, (H, N) r_k).
+Shapes and the module interface are in `block`. Parameter shapes are the checkpoint's own
+((1, 1, C) mixes, (C, D)/(D, C) low-rank pairs, (H, N) r_k).
 """
 from __future__ import annotations
 
@@ -12,20 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .block import Block, param, token_shift
 from .config import RWKVConfig
 from .ops import wkv7
 
 DECAY_SCALE = math.exp(-0.5)  # log decay = -exp(-0.5) * sigmoid(w): decay in (exp(-exp(-0.5)), 1)
-
-
-def token_shift(x: Tensor, prev: Tensor | None) -> Tensor:
-    """x shifted one step right along T; row 0 is `prev` (B, C) or zeros. (B, T, C)."""
-    first = torch.zeros_like(x[:, :1]) if prev is None else prev.unsqueeze(1).to(x.dtype)
-    return torch.cat([first, x[:, :-1]], 1)
-
-
-def _param(*shape: int) -> nn.Parameter:
-    return nn.Parameter(torch.zeros(*shape))
 
 
 class TimeMix7(nn.Module):
@@ -36,13 +26,13 @@ class TimeMix7(nn.Module):
         C, H, N = cfg.n_embd, cfg.n_head, cfg.head_size
         self.first, self.n_head, self.chunk_size = first, H, cfg.chunk_size
         for name in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"):
-            setattr(self, name, _param(1, 1, C))
-        self.w1, self.w2, self.w0 = _param(C, cfg.decay_lora), _param(cfg.decay_lora, C), _param(1, 1, C)
-        self.a1, self.a2, self.a0 = _param(C, cfg.aaa_lora), _param(cfg.aaa_lora, C), _param(1, 1, C)
+            setattr(self, name, param(1, 1, C))
+        self.w1, self.w2, self.w0 = param(C, cfg.decay_lora), param(cfg.decay_lora, C), param(1, 1, C)
+        self.a1, self.a2, self.a0 = param(C, cfg.aaa_lora), param(cfg.aaa_lora, C), param(1, 1, C)
         if with_v_params:  # block 0 stores them in BlinkDL files but its value residual is v itself
-            self.v1, self.v2, self.v0 = _param(C, cfg.mv_lora), _param(cfg.mv_lora, C), _param(1, 1, C)
-        self.g1, self.g2 = _param(C, cfg.gate_lora), _param(cfg.gate_lora, C)
-        self.k_k, self.k_a, self.r_k = _param(1, 1, C), _param(1, 1, C), _param(H, N)
+            self.v1, self.v2, self.v0 = param(C, cfg.mv_lora), param(cfg.mv_lora, C), param(1, 1, C)
+        self.g1, self.g2 = param(C, cfg.gate_lora), param(cfg.gate_lora, C)
+        self.k_k, self.k_a, self.r_k = param(1, 1, C), param(1, 1, C), param(H, N)
         self.receptance = nn.Linear(C, C, bias=False)
         self.key = nn.Linear(C, C, bias=False)
         self.value = nn.Linear(C, C, bias=False)
@@ -81,7 +71,7 @@ class ChannelMix7(nn.Module):
 
     def __init__(self, cfg: RWKVConfig):
         super().__init__()
-        self.x_k = _param(1, 1, cfg.n_embd)
+        self.x_k = param(1, 1, cfg.n_embd)
         self.key = nn.Linear(cfg.n_embd, cfg.dim_ffn, bias=False)
         self.value = nn.Linear(cfg.dim_ffn, cfg.n_embd, bias=False)
 
@@ -90,25 +80,10 @@ class ChannelMix7(nn.Module):
         return self.value(torch.relu(self.key(k)).square()), x[:, -1]
 
 
-class Block7(nn.Module):
-    """x = ln0(x) (block 0); x += att(ln1(x)); x += ffn(ln2(x))."""
+class Block7(Block):
+    """An RWKV-7 block; block 0's time-mix sets v_first, the others mix it into v."""
 
     def __init__(self, cfg: RWKVConfig, layer_id: int):
-        super().__init__()
         first = layer_id == 0
-        self.ln1 = nn.LayerNorm(cfg.n_embd)
-        self.ln2 = nn.LayerNorm(cfg.n_embd)
-        if first:
-            self.ln0 = nn.LayerNorm(cfg.n_embd)
-        self.att = TimeMix7(cfg, first, with_v_params=not first or cfg.layer0_v_params)
-        self.ffn = ChannelMix7(cfg)
-
-    def forward(self, x: Tensor, v_first: Tensor | None, state: tuple | None = None):
-        """-> (x, v_first, (att_shift, wkv, ffn_shift))."""
-        att_shift, wkv_state, ffn_shift = state if state is not None else (None, None, None)
-        if hasattr(self, "ln0"):
-            x = self.ln0(x)
-        h, v_first, att_shift, wkv_state = self.att(self.ln1(x), v_first, att_shift, wkv_state)
-        x = x + h
-        h, ffn_shift = self.ffn(self.ln2(x), ffn_shift)
-        return x + h, v_first, (att_shift, wkv_state, ffn_shift)
+        super().__init__(cfg, layer_id, TimeMix7(cfg, first, with_v_params=not first or cfg.layer0_v_params),
+                         ChannelMix7(cfg))
