@@ -16,6 +16,7 @@ ENV = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}
 
 HELP_PROBE = """
 import contextlib, io, json, sys
+from bone.cli import main
 codes = {}
 for argv in json.loads(sys.argv[1]):
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -109,6 +110,7 @@ OOM_RUNNER = """
 import resource, sys
 import torch, transformers, accelerate  # heavy imports before the limit
 import bone.train.trainer, bone.data
+from bone.cli import main
 vm = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (vm + (600 << 20), vm + (600 << 20)))
 sys.exit(main(sys.argv[1:]))
