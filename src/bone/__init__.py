@@ -6,18 +6,30 @@
     model = bone.load(base, "out/adapter")  # bone, PEFT MiSS or legacy PEFT Bone dirs
     bone.merge(model); bone.unmerge(model)  # in place, exact
     with bone.disabled(model): ...          # base-model behaviour
-"""
-from .config import BoneConfig
-from .errors import BoneError
-from .inject import DEFAULT_TARGETS, adapter_config, apply, bone_layers, trainable_parameters, unload
-from .io import adapter_state_dict, load, read_adapter, save
-from .layer import BoneAdapter, BoneLinear
-from .merging import disabled, merge, merge_state_dict, merge_weight, unmerge
-from .models import load_model, load_tokenizer
 
-__all__ = [
-    "BoneAdapter", "BoneConfig", "BoneError", "BoneLinear", "DEFAULT_TARGETS", "adapter_config", "adapter_state_dict", "apply", "bone_layers", "disabled",
-    "load", "load_model", "load_tokenizer", "merge", "merge_state_dict", "merge_weight", "read_adapter", "save",
-    "trainable_parameters", "unload", "unmerge",
-]
+The names below are imported on first use, so `import bone` (and the `bone` command's `--help`)
+does not import torch.
+"""
+from importlib import import_module
+
+from .errors import BoneError
+
+_WHERE = {
+    "BoneConfig": "config", "DEFAULT_TARGETS": "inject", "adapter_config": "inject", "apply": "inject",
+    "bone_layers": "inject", "trainable_parameters": "inject", "unload": "inject", "adapter_state_dict": "io",
+    "load": "io", "read_adapter": "io", "save": "io", "BoneAdapter": "layer", "BoneLinear": "layer",
+    "disabled": "merging", "merge": "merging", "merge_state_dict": "merging", "merge_weight": "merging",
+    "unmerge": "merging", "load_model": "models", "load_tokenizer": "models",
+}
+__all__ = ["BoneError", *sorted(_WHERE)]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

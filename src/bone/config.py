@@ -8,14 +8,22 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from . import variants
 from .errors import ConfigError
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+if TYPE_CHECKING:
+    import torch
+
+DTYPES = ("float32", "bfloat16", "float16", "float64")  # dtype names a config may give (torch's own names)
+
+
+def to_torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype named `name` (one of DTYPES). torch is imported here, not with this module,
+    so reading configs (and `--help`) stays free of it."""
+    import torch
+
+    return getattr(torch, name)
 
 
 @dataclass
@@ -31,6 +39,8 @@ class BoneConfig:
     chunk_size: int = 4096  # fused path: output rows of any weight-sized temporary (col W', a dtype-cast W, shard W + dW)
 
     def __post_init__(self) -> None:
+        from . import variants
+
         if self.variant not in variants.VARIANTS:
             raise ConfigError(f"BoneConfig.variant={self.variant!r} is not one of {list(variants.VARIANTS)}")
         if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
@@ -56,7 +66,7 @@ class BoneConfig:
     @property
     def torch_dtype(self) -> torch.dtype | None:
         """The adapter dtype as a torch.dtype (None: follow each base weight)."""
-        return None if self.dtype is None else DTYPES[self.dtype]
+        return None if self.dtype is None else to_torch_dtype(self.dtype)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -16,10 +16,11 @@ import torch.distributed as dist
 
 from bone import BoneConfig, apply, trainable_parameters
 from bone.data import collate, load_records, to_examples, tokenize_examples
+from bone.loss import next_token_loss, supervised_tokens
+from bone.methods import get
 from bone.models import load_model, load_tokenizer
 from bone.train import sharded
 from bone.train.sampler import BatchPlan
-from bone.train.trainer import token_loss_sum
 
 GLOBAL_BATCH = 4
 
@@ -39,6 +40,7 @@ def main() -> None:
     torch.manual_seed(0)
     tok = load_tokenizer(a.model_dir)
     model = apply(load_model(a.model_dir, dtype=torch.float32), BoneConfig(r=8, variant="col"))
+    method = get("bone")  # what bone train's checkpoints call: trainable names, save, read_trained
     model.train()
     if world > 1:
         from torch.distributed.fsdp import fully_shard
@@ -46,30 +48,30 @@ def main() -> None:
         for layer in model.model.layers:
             fully_shard(layer)
         fully_shard(model)
-        assert sharded.is_sharded(model), "fully_shard left the adapter blocks unsharded"
+        assert sharded.is_sharded(model, method), "fully_shard left the adapter blocks unsharded"
     opt = torch.optim.AdamW(trainable_parameters(model), lr=1e-3, weight_decay=0.0)
     if a.resume is not None:
-        sharded.load_blocks(model, a.resume / "adapter")
-        sharded.load_optimizer_state(model, opt, torch.load(a.resume / "optimizer.pt", weights_only=True))
+        sharded.load_trained(model, method, a.resume / "adapter")
+        sharded.load_optimizer_state(model, method, opt, torch.load(a.resume / "optimizer.pt", weights_only=True))
     data = tokenize_examples(to_examples(load_records("bundled:arith", limit=48)), tok, template="alpaca", max_length=128)
     plan = BatchPlan(len(data), GLOBAL_BATCH // world, 1, world, rank, seed=0)
     for step in range(a.first, a.steps):
         (idx,) = plan.micro_batches(0, step)
         batch = collate([data[i] for i in idx], tok.pad_token_id)
-        local = (batch["labels"][:, 1:] != -100).sum().float()
+        local = supervised_tokens(batch["labels"]).float()
         supervised = local.clone()
         if world > 1:
             dist.all_reduce(supervised)
         # FSDP averages gradients over processes: scale by world so the step sees sum / global count
-        (token_loss_sum(model, batch) * world / supervised).backward()
+        (next_token_loss(model(input_ids=batch["input_ids"]).logits, batch["labels"], "sum") * world / supervised).backward()
         norm = torch.nn.utils.clip_grad_norm_(trainable_parameters(model), 0.05)  # DTensor norm when sharded
         if rank == 0:
             print(f"step {step + 1} grad_norm {float(sharded.full(norm)):.6e}", flush=True)
         opt.step()
         opt.zero_grad(set_to_none=True)
     a.out.mkdir(parents=True, exist_ok=True)
-    sharded.save_adapter(model, a.out / "adapter", rank == 0)
-    state = sharded.optimizer_state(model, opt)
+    sharded.save_trained(model, method, a.out / "adapter", rank == 0)
+    state = sharded.optimizer_state(model, method, opt)
     if rank == 0:
         torch.save(state, a.out / "optimizer.pt")
     if world > 1:

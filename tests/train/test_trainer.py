@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 import bone
-from bone.train import ConfigError
+from bone.errors import ConfigError
 from bone.train.trainer import Trainer, lr_factor
 from tiny import config
 

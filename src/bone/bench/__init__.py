@@ -14,7 +14,7 @@ import torch
 
 from ..errors import ConfigError, MissingDependencyError
 from ..fs import atomic_write
-from ..train.options import field_comments
+from ..options import field_comments
 from . import measure, report, setups
 from .scale import scale_table
 

@@ -10,7 +10,7 @@ import io
 import json
 from pathlib import Path
 
-from ..errors import ConfigError, DataError, MissingPathError
+from ..errors import ConfigError, DataError, MissingPathError, require
 from ..models.hub import looks_like_hub_name, require_hub
 
 FORMATS = (".jsonl", ".json", ".csv", ".parquet")  # local file types load_records reads
@@ -89,7 +89,7 @@ def _read_csv(path: Path) -> list[dict]:
 
 
 def _read_parquet(path: Path) -> list[dict]:
-    import pyarrow.parquet as pq
+    pq = require("pyarrow.parquet", 'pip install "bone[train]"', "reading .parquet files")
 
     try:
         table = pq.read_table(path)
@@ -104,7 +104,7 @@ _READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".par
 def _load_hub(name: str, split: str) -> list[dict]:
     repo, _, config = name.partition(":")
     require_hub(repo, "dataset", "data=/path/to/train.jsonl (a local .jsonl/.json/.csv/.parquet file)")
-    import datasets
+    datasets = require("datasets", 'pip install "bone[train]"', "Hub datasets")
 
     ds = datasets.load_dataset(repo, config or None, split=split)
     return [dict(r) for r in ds]

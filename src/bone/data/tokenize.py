@@ -13,9 +13,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError, ModelError
+from ..loss import IGNORE
 from .templates import Example, check_template, render_prompt, render_response
-
-IGNORE = -100  # label value the loss skips
 
 
 def encode_prompt(tokenizer, example: Example, template: str) -> list[int]:

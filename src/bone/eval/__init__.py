@@ -1,7 +1,21 @@
-"""Evaluation: GSM8K-style accuracy, loss/perplexity, and result files."""
-from .answers import answers_match, extract_answer, normalize_number
-from .gsm8k import gsm8k_eval
-from .loss import loss_eval
-from .results import write_results
+"""Evaluation: GSM8K-style accuracy, loss/perplexity, and result files.
 
-__all__ = ["answers_match", "extract_answer", "normalize_number", "gsm8k_eval", "loss_eval", "write_results"]
+`evaluate` is the one dispatch from a metric name to its evaluation (`bone eval` and the
+trainer call it). The names below are imported on first use, so reading `METRICS` (the CLI's
+choices) does not import torch.
+"""
+from importlib import import_module
+
+METRICS = ("accuracy", "loss")  # accuracy: greedy generation + final-number match; loss: loss / perplexity
+
+_WHERE = {
+    "answers_match": "answers", "extract_answer": "answers", "normalize_number": "answers", "gsm8k_eval": "gsm8k",
+    "loss_eval": "loss", "write_results": "results", "eval_data": "run", "evaluate": "run",
+}
+__all__ = ["METRICS", *sorted(_WHERE)]
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_WHERE[name]}", __name__), name)

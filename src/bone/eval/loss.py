@@ -4,11 +4,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
+from ..data.batch import collate
 from ..errors import DataError
-from ..data.collate import collate
-from ..data.tokenize import IGNORE
+from ..loss import next_token_loss, supervised_tokens
 
 
 @torch.no_grad()
@@ -26,11 +25,9 @@ def loss_eval(model, dataset, *, batch_size: int = 8) -> dict:
     try:
         for start in range(0, len(dataset), batch_size):
             batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))], 0)
-            logits = model(input_ids=batch["input_ids"].to(device)).logits[:, :-1].float()
-            labels = batch["labels"][:, 1:].to(device)
-            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                     ignore_index=IGNORE, reduction="sum").item()
-            count += int((labels != IGNORE).sum())
+            labels = batch["labels"].to(device)
+            total += next_token_loss(model(input_ids=batch["input_ids"].to(device)).logits, labels, "sum").item()
+            count += int(supervised_tokens(labels))
     finally:
         model.train(was_training)
     if count == 0:

@@ -3,37 +3,46 @@
 The family of the base (`bone.models.family`) writes the merged files: Hugging Face folders are
 streamed shard by shard, RWKV `.pth` files go through `merge_pth`. The result is written under a
 temporary name, compared with base + adapter on a probe batch, and only then renamed to `out`.
+torch is imported when a merge runs, so `bone merge --help` and `bone export --help` start fast.
 """
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, MissingPathError, OutputExistsError
 from ..fs import remove_stale, replace_dir, temp_sibling
 from .target import ExportTarget, check_paths
 
+if TYPE_CHECKING:
+    import torch
+
 PROBE_SHAPE = (2, 16)  # probe batch: 2 sequences of 16 random token ids (fixed seed)
 
 
 def probe_ids(vocab_size: int) -> torch.Tensor:
+    import torch
+
     g = torch.Generator().manual_seed(0)
     return torch.randint(0, vocab_size, PROBE_SHAPE, generator=g)
 
 
-@torch.no_grad()
 def _logits(model, ids: torch.Tensor) -> torch.Tensor:
+    import torch
+
     model.eval()
-    return model(input_ids=ids).logits.float()
+    with torch.no_grad():
+        return model(input_ids=ids).logits.float()
 
 
 def probe_difference(base: Path, adapter: Path, merged: Path) -> tuple[float, float]:
     """(max |logits(base + adapter) - logits(merged)|, max |logits|) on the probe batch, in float32.
 
     The two models are loaded one after the other, never together."""
+    import torch
+
     from ..io import load
     from ..models import load_model
 
@@ -47,6 +56,8 @@ def probe_difference(base: Path, adapter: Path, merged: Path) -> tuple[float, fl
 
 def tolerance(stored_dtypes: set[torch.dtype], scale: float) -> float:
     """fp32 weights merge to ~1e-5; 16-bit weights are rounded once after merging."""
+    import torch
+
     rel = 1e-4 if stored_dtypes <= {torch.float32, torch.float64} else 2e-2
     return rel * (1.0 + scale)
 

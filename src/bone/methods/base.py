@@ -11,6 +11,7 @@ optimizer state and the gathered tensors by them, so they must be the same in ev
 """
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,3 +65,13 @@ class Method:
     def load(self, model: nn.Module, path: Path) -> nn.Module:
         """`model` with the result saved at `path` applied, ready for evaluation or merging."""
         raise NotImplementedError
+
+    def fold(self, model: nn.Module) -> None:
+        """Training is over and its result saved: make `model` as fast as its base for evaluation
+        (e.g. fold adapters into the weights). Optional; by default the model is left as it is."""
+
+    def base_outputs(self, model: nn.Module) -> AbstractContextManager:
+        """A context in which `model` computes its base model's outputs as cheaply as the method
+        allows; entered only before training, while the trained part is at its initial value (so
+        running the model unchanged, the default, gives the same outputs)."""
+        return nullcontext()

@@ -8,6 +8,7 @@ from torch import nn
 from .. import io
 from ..errors import AdapterError
 from ..inject import apply, bone_layers, trainable_parameters
+from ..merging import disabled, merge
 from .base import Method, named_trainable
 
 
@@ -49,3 +50,9 @@ class BoneMethod(Method):
 
     def load(self, model, path):
         return io.load(model, path)
+
+    def fold(self, model):
+        merge(model)  # generation then runs at base-model speed
+
+    def base_outputs(self, model):
+        return disabled(model)  # a zero adapter adds nothing: skip its weight rebuild

@@ -1,5 +1,4 @@
-"""`bone train`: the TrainConfig schema, its loader, and the Accelerate training recipe."""
-from .config import TrainConfig
-from .options import ConfigError, load_config
+"""`bone train`: the TrainConfig schema and its loader (`bone.train.trainer` is the Accelerate recipe)."""
+from .config import TrainConfig, load_config
 
-__all__ = ["ConfigError", "TrainConfig", "load_config"]
+__all__ = ["TrainConfig", "load_config"]

@@ -1,13 +1,14 @@
-"""Training checkpoints: written to a hidden temporary folder, then renamed into place.
+"""Training checkpoints: built in a temporary folder (`bone.fs.make_temp_dir`), then renamed into place.
 
-A checkpoint folder `checkpoints/step-000040/` holds
-  adapter/          a bone.save directory (PEFT-loadable)
-  optimizer.pt      AdamW state dict (keyed by parameter name when written by FSDP processes)
+A checkpoint folder (`RunDir.step(N)`, e.g. `checkpoints/step-000040/`) holds
+  adapter/          the method's saved result (Bone: a bone.save directory, PEFT-loadable)
+  optimizer.pt      AdamW state dict (keyed by parameter name when written by sharded processes)
   scheduler.pt      LR scheduler state dict
   rng-rank{R}.pt    python / numpy / torch RNG states of process R
-  state.json        step, epoch, step within the epoch, tokens seen, global batch, world size
   config.yaml       the run's TrainConfig
-A kill at any moment leaves only complete `step-*` folders (temporary ones start with '.').
+  state.json        step, epoch, step within the epoch, tokens seen, global batch, world size
+A kill at any moment leaves only complete `step-*` folders (temporaries start with '.', and the
+next checkpoint of that step removes those of dead writers).
 """
 from __future__ import annotations
 
@@ -19,24 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-STEP_PREFIX = "step-"
+from .. import fs
+from ..errors import MissingPathError
+from .rundir import CONFIG, STATE, RunDir
 
-
-def step_dir(root: Path, step: int) -> Path:
-    return root / f"{STEP_PREFIX}{step:06d}"
-
-
-def list_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoints under `root`, oldest first."""
-    if not root.is_dir():
-        return []
-    done = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX) and (p / "state.json").is_file()]
-    return sorted(done, key=lambda p: int(p.name[len(STEP_PREFIX):]))
-
-
-def latest(root: Path) -> Path | None:
-    found = list_checkpoints(root)
-    return found[-1] if found else None
+ADAPTER, OPTIMIZER, SCHEDULER = "adapter", "optimizer.pt", "scheduler.pt"
 
 
 def rng_state() -> dict:
@@ -62,52 +50,50 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def begin(root: Path, step: int) -> Path:
-    """Create (empty) the temporary folder for the checkpoint of `step`; main process only."""
-    tmp = root / f".{STEP_PREFIX}{step:06d}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
+def _save(obj, path: Path) -> None:
+    fs.atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def _rng_file(ckpt: Path, rank: int) -> Path:
+    return ckpt / f"rng-rank{rank}.pt"
+
+
+def begin(run: RunDir, step: int) -> Path:
+    """Create the (empty) temporary folder for the checkpoint of `step`; main process only."""
+    return fs.make_temp_dir(run.step(step))
 
 
 def write_rank(tmp: Path, rank: int) -> None:
-    torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")
+    _save(rng_state(), _rng_file(tmp, rank))
 
 
 def write_main(tmp: Path, optimizer_state: dict, scheduler, state: dict, config_yaml: str) -> None:
-    """The files every process shares besides the adapter (see sharded.save_adapter): optimizer
-    state (already gathered when sharded), scheduler, position, config."""
-    torch.save(optimizer_state, tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    (tmp / "config.yaml").write_text(config_yaml)
-    (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+    """The files every process shares besides the adapter (see sharded.save_trained): optimizer
+    state (already gathered when sharded), scheduler, config, and last the position (state.json)."""
+    _save(optimizer_state, tmp / OPTIMIZER)
+    _save(scheduler.state_dict(), tmp / SCHEDULER)
+    fs.write_text(tmp / CONFIG, config_yaml)
+    fs.write_json(tmp / STATE, state)
 
 
-def commit(tmp: Path, root: Path, step: int, keep: int) -> Path:
-    """Rename the finished temporary folder into place and drop step checkpoints beyond `keep`."""
-    final = step_dir(root, step)
-    if final.exists():  # the same step saved again (a resumed run that was already at its end)
-        old = final.with_name(f".{final.name}.old")
-        final.replace(old)
-        tmp.replace(final)
-        shutil.rmtree(old)
-    else:
-        tmp.replace(final)
-    for stale in list_checkpoints(root)[:-keep]:
+def commit(tmp: Path, run: RunDir, step: int, keep: int) -> Path:
+    """Rename the finished temporary folder into place (replacing a checkpoint of the same step, as a
+    resumed run that was already at its end writes) and drop step checkpoints beyond `keep`."""
+    final = fs.replace_dir(tmp, run.step(step))
+    for stale in run.list_checkpoints()[:-keep]:
         shutil.rmtree(stale)
     return final
 
 
 def read_state(ckpt: Path) -> dict:
-    return json.loads((ckpt / "state.json").read_text())
+    return json.loads((ckpt / STATE).read_text())
 
 
 def load_rank(ckpt: Path, rank: int) -> dict:
     """The RNG state of process `rank` (checked to exist: the process count must match)."""
-    f = ckpt / f"rng-rank{rank}.pt"
+    f = _rng_file(ckpt, rank)
     if not f.is_file():
-        raise FileNotFoundError(f"{f} is missing: resume with the number of processes the checkpoint was saved with")
+        raise MissingPathError(f"{f} is missing: resume with the number of processes the checkpoint was saved with")
     return torch.load(f, weights_only=True)
 
 

@@ -1,13 +1,19 @@
 """TrainConfig: every option of `bone train`, one typed field each, grouped in sections.
 
-YAML files and command-line overrides are read and validated by `bone.train.options`; the
-comment after each field is its documentation (`bone train --help` prints it).
+YAML files and command-line overrides are read and validated by `bone.options` (`load_config`);
+the comment after each field is its documentation (`bone train --help` prints it). Importing this
+module does not import torch; building a TrainConfig checks `method` against `bone.methods`, which does.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from .. import options
 from ..config import BoneConfig
+from ..data.templates import TEMPLATES
+from ..errors import ConfigError
+from ..eval import METRICS
 
 PRECISIONS = ("fp32", "bf16")
 SCHEDULERS = ("cosine", "linear", "constant")
@@ -23,7 +29,7 @@ class ModelSection:
 
     def __post_init__(self) -> None:
         if self.dtype not in MODEL_DTYPES:
-            raise ValueError(f"model.dtype={self.dtype!r}: use one of {MODEL_DTYPES}")
+            raise ConfigError(f"model.dtype={self.dtype!r}: use one of {MODEL_DTYPES}")
 
 
 @dataclass
@@ -42,10 +48,10 @@ class DataSection:
     packing: bool = False  # pack several examples into each max_length row
 
     def __post_init__(self) -> None:
-        if self.template not in ("alpaca", "chat"):
-            raise ValueError(f"data.template={self.template!r}: use 'alpaca' or 'chat'")
+        if self.template not in TEMPLATES:
+            raise ConfigError(f"data.template={self.template!r}: use one of {TEMPLATES}")
         if self.max_length < 2:
-            raise ValueError(f"data.max_length must be >= 2, got {self.max_length}")
+            raise ConfigError(f"data.max_length must be >= 2, got {self.max_length}")
 
 
 @dataclass
@@ -59,7 +65,7 @@ class OptimSection:
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
-            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
 
 
 @dataclass
@@ -75,16 +81,16 @@ class ScheduleSection:
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"schedule.scheduler={self.scheduler!r}: use one of {SCHEDULERS}")
+            raise ConfigError(f"schedule.scheduler={self.scheduler!r}: use one of {SCHEDULERS}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"schedule.precision={self.precision!r}: use one of {PRECISIONS}")
+            raise ConfigError(f"schedule.precision={self.precision!r}: use one of {PRECISIONS}")
         for name in ("epochs", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
-                raise ValueError(f"schedule.{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"schedule.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"schedule.max_steps must be >= 1 or null, got {self.max_steps}")
+            raise ConfigError(f"schedule.max_steps must be >= 1 or null, got {self.max_steps}")
         if self.warmup_steps < 0:
-            raise ValueError(f"schedule.warmup_steps must be >= 0, got {self.warmup_steps}")
+            raise ConfigError(f"schedule.warmup_steps must be >= 0, got {self.warmup_steps}")
 
 
 @dataclass
@@ -94,7 +100,7 @@ class CheckpointSection:
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.keep < 1:
-            raise ValueError(f"checkpointing.every and checkpointing.keep must be >= 1, got {self.every}, {self.keep}")
+            raise ConfigError(f"checkpointing.every and checkpointing.keep must be >= 1, got {self.every}, {self.keep}")
 
 
 @dataclass
@@ -106,7 +112,7 @@ class LoggingSection:
 
     def __post_init__(self) -> None:
         if self.every < 1:
-            raise ValueError(f"logging.every must be >= 1, got {self.every}")
+            raise ConfigError(f"logging.every must be >= 1, got {self.every}")
 
 
 @dataclass
@@ -118,13 +124,14 @@ class EvalSection:
     max_new_tokens: int = 256  # generation budget per answer (accuracy)
 
     def __post_init__(self) -> None:
-        if self.metric not in ("accuracy", "loss"):
-            raise ValueError(f"eval.metric={self.metric!r}: use 'accuracy' or 'loss'")
+        if self.metric not in METRICS:
+            raise ConfigError(f"eval.metric={self.metric!r}: use one of {METRICS}")
 
 
 @dataclass
 class TrainConfig:
     output_dir: str = "runs/bone"  # run folder: checkpoints/, adapter/, metrics.jsonl, loss.png, config.yaml
+    method: str = "bone"  # what to train: a method of bone.methods ("bone": Bone adapters, set in the bone section)
     model: ModelSection = field(default_factory=ModelSection)  # base model
     bone: BoneConfig = field(default_factory=BoneConfig)  # adapter options, passed straight to bone.BoneConfig
     data: DataSection = field(default_factory=DataSection)  # datasets, fields, template, lengths
@@ -134,13 +141,29 @@ class TrainConfig:
     logging: LoggingSection = field(default_factory=LoggingSection)  # progress bar, metrics, plot
     eval: EvalSection = field(default_factory=EvalSection)  # evaluation before/after training
 
-    def run_defining(self) -> dict:
-        """What a resumed run must share with the checkpoint (everything that changes the math). The
-        split of the global batch into processes x batch_size x grad_accum may change (the trainer
-        checks the global batch), so a run can resume on another number of GPUs."""
-        from .options import to_dict
+    def __post_init__(self) -> None:
+        from ..methods import get
 
-        d = to_dict(self)
-        out = {k: d[k] for k in ("model", "bone", "data", "optim", "schedule")}
-        out["schedule"] = {k: v for k, v in out["schedule"].items() if k not in ("batch_size", "grad_accum")}
-        return out
+        get(self.method)  # ConfigError naming the known methods
+
+    def run_defining(self) -> dict:
+        """What a resumed run must share with the checkpoint (everything that changes the math), as
+        {dotted key: value}. The split of the global batch into processes x batch_size x grad_accum
+        may change (the trainer checks the global batch), so a run can resume on another number of GPUs."""
+        flat = _flatten({k: v for k, v in options.to_dict(self).items() if k in RUN_DEFINING})
+        return {k: v for k, v in flat.items() if k not in ("schedule.batch_size", "schedule.grad_accum")}
+
+
+RUN_DEFINING = ("method", "model", "bone", "data", "optim", "schedule")  # the sections (and keys) that fix the math
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """TrainConfig from an optional YAML file plus command-line overrides (see `bone.options.load`)."""
+    return options.load(TrainConfig, path, overrides)

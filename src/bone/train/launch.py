@@ -11,7 +11,9 @@ import os
 import sys
 
 import torch
+from accelerate.utils import DistributedType
 
+from ..errors import ConfigError
 from . import sharded
 from .config import TrainConfig
 
@@ -64,35 +66,35 @@ def check_launch(acc, cfg: TrainConfig) -> None:
     """Refuse, before any heavy work, the launch configs bone cannot run or that would set what
     bone's config owns: FSDP1, FSDP2's own activation checkpointing, and for DeepSpeed zero.Init
     loading, offload, an optimizer or scheduler section, or a precision other than schedule.precision."""
-    kind = acc.distributed_type.name
-    if kind == "FSDP" and not acc.is_fsdp2:
-        raise ValueError("bone train supports FSDP only as FSDP2: set `fsdp_version: 2` under fsdp_config in the "
+    kind = acc.distributed_type
+    if kind == DistributedType.FSDP and not acc.is_fsdp2:
+        raise ConfigError("bone train supports FSDP only as FSDP2: set `fsdp_version: 2` under fsdp_config in the "
                          "Accelerate config (or launch with plain DDP, distributed_type: MULTI_GPU)")
-    if kind == "FSDP" and acc.state.fsdp_plugin.activation_checkpointing:
-        raise ValueError("set `fsdp_activation_checkpointing: false` in the Accelerate config and "
+    if kind == DistributedType.FSDP and acc.state.fsdp_plugin.activation_checkpointing:
+        raise ConfigError("set `fsdp_activation_checkpointing: false` in the Accelerate config and "
                          "model.gradient_checkpointing=true in bone's config instead (FSDP's wrapper renames the "
                          "adapted layers, so the saved adapter would not fit the model)")
-    if kind != "DEEPSPEED":
+    if kind != DistributedType.DEEPSPEED:
         return
     plugin = acc.state.deepspeed_plugin
     if plugin.zero3_init_flag:
-        raise ValueError("bone train needs every process to load the whole base model before bone.apply: set "
+        raise ConfigError("bone train needs every process to load the whole base model before bone.apply: set "
                          "`zero3_init_flag: false` under deepspeed_config in the Accelerate config (ZeRO-3 then "
                          "partitions the model when training starts)")
     ds = plugin.deepspeed_config
     zero = ds.get("zero_optimization", {})
     for what in ("offload_optimizer", "offload_param"):
         if str(zero.get(what, {}).get("device", "none")).lower() != "none":
-            raise ValueError(f"bone train does not support DeepSpeed {what} (untested; with it DeepSpeed also swaps "
+            raise ConfigError(f"bone train does not support DeepSpeed {what} (untested; with it DeepSpeed also swaps "
                              f"bone's AdamW for its CPU Adam): set its device to none")
     for section, owner in (("optimizer", "bone's AdamW (optim.*)"), ("scheduler", "bone's schedule.* (warmup, cosine/linear)")):
         if section in ds:
-            raise ValueError(f"the DeepSpeed config has a {section!r} section, but {owner} drives training and its "
+            raise ConfigError(f"the DeepSpeed config has a {section!r} section, but {owner} drives training and its "
                              f"checkpoints: remove that section from the DeepSpeed config")
     enabled = {k: str(ds.get(k, {}).get("enabled", False)).lower() == "true" for k in ("fp16", "bf16")}
     if enabled["fp16"] or enabled["bf16"] != (cfg.schedule.precision == "bf16"):
         on = [k for k, v in enabled.items() if v] or ["fp32"]
-        raise ValueError(f"the DeepSpeed config trains in {on[0]} but bone's schedule.precision is {cfg.schedule.precision}: "
+        raise ConfigError(f"the DeepSpeed config trains in {on[0]} but bone's schedule.precision is {cfg.schedule.precision}: "
                          f"bone decides precision (fp32 or bf16), so set the DeepSpeed config's fp16/bf16 'enabled' to "
                          f"\"auto\" (or remove them)")
 
@@ -110,9 +112,9 @@ def fill_deepspeed_config(acc, cfg: TrainConfig) -> None:
 
 def describe(acc, model) -> str:
     """How the launch splits the work, e.g. "DDP", "FSDP2, model partitioned", "DeepSpeed ZeRO-2"."""
-    kind = acc.distributed_type.name
-    text = {"NO": "single process", "FSDP": "FSDP2"}.get(kind, "DDP")
-    if kind == "DEEPSPEED":
+    kind = acc.distributed_type
+    text = {DistributedType.NO: "single process", DistributedType.FSDP: "FSDP2"}.get(kind, "DDP")
+    if kind == DistributedType.DEEPSPEED:
         text = f"DeepSpeed ZeRO-{acc.state.deepspeed_plugin.zero_stage}"
     if sharded.is_partitioned(acc.unwrap_model(model)):
         text += ", model partitioned"

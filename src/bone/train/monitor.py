@@ -7,14 +7,15 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..fs import atomic_write
+from .. import fs
+from .rundir import RunDir
 
 
 class Monitor:
     """Main-process reporting. `log(step, metrics)` appends one JSON line per call."""
 
-    def __init__(self, out_dir: Path, total_steps: int, start_step: int, *, progress: bool, tensorboard: bool):
-        self.path = out_dir / "metrics.jsonl"
+    def __init__(self, run: RunDir, total_steps: int, start_step: int, *, progress: bool, tensorboard: bool):
+        self.path = run.metrics
         if start_step == 0 and self.path.exists():
             self.path.unlink()
         elif start_step > 0:
@@ -27,15 +28,14 @@ class Monitor:
             except ImportError:  # tensorboard is optional
                 SummaryWriter = None
             if SummaryWriter is not None:  # a resumed run hides the events logged after its checkpoint
-                self.tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
+                self.tb = SummaryWriter(str(run.tensorboard), purge_step=start_step + 1 if start_step else None)
 
     def _truncate_after(self, step: int) -> None:
         """A resumed run drops the lines logged after its checkpoint (they will be logged again)."""
         if not self.path.exists():
             return
         kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= step]
-        text = "".join(ln + "\n" for ln in kept)
-        atomic_write(self.path, lambda tmp: Path(tmp).write_text(text))
+        fs.write_text(self.path, "".join(ln + "\n" for ln in kept))
 
     def log(self, step: int, metrics: dict) -> None:
         with open(self.path, "a") as f:
@@ -48,9 +48,6 @@ class Monitor:
     def advance(self, loss: float, lr: float, tokens_per_s: float) -> None:
         self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
         self.bar.update(1)
-
-    def write(self, text: str) -> None:
-        self.bar.write(text)
 
     def close(self) -> None:
         self.bar.close()
@@ -83,8 +80,8 @@ def plot_loss(metrics_path: Path, out_png: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = out_png.with_name("." + out_png.name + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(out_png)
+    try:
+        fs.atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    finally:
+        plt.close(fig)
     return out_png

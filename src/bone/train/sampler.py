@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ConfigError
+
 
 class BatchPlan:
     def __init__(self, n: int, batch_size: int, grad_accum: int, world: int, rank: int, seed: int):
@@ -16,7 +18,7 @@ class BatchPlan:
         self.world, self.rank, self.seed = world, rank, seed
         self.global_batch = batch_size * grad_accum * world
         if n < self.global_batch:
-            raise ValueError(
+            raise ConfigError(
                 f"{n} training examples is fewer than one global batch of {self.global_batch} "
                 f"(batch_size {batch_size} x grad_accum {grad_accum} x {world} processes): add data or lower the batch"
             )

@@ -8,7 +8,9 @@
 These helpers gather the full tensors for saving (collective: every process calls them, in the
 same order; only the main process writes) and scatter them back when resuming, so a checkpoint
 written by N sharded processes has exactly the layout of a single-process one, and resumes in any
-of the three kinds of run.
+of the three kinds of run. What is trained, and how it is saved and read back, is the method's
+(`bone.methods.Method`: `trainable`, `save`, `read_trained`); tensors are keyed by the parameter
+names `method.trainable(model)` gives.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import bone_layers, read_adapter, save
+from ..errors import AdapterError
+from ..methods import Method
 
 
 def _is_dtensor(t) -> bool:
@@ -44,14 +47,14 @@ def full(t):
     return t
 
 
-def _zero_managed(model: nn.Module) -> bool:
-    """True when DeepSpeed ZeRO holds the adapter's training state."""
-    return any(_is_zero(layer.bone_block) for _, layer in bone_layers(model))
+def _zero_managed(model: nn.Module, method: Method) -> bool:
+    """True when DeepSpeed ZeRO holds the training state."""
+    return any(_is_zero(p) for _, p in method.trainable(model))
 
 
-def is_sharded(model: nn.Module) -> bool:
-    """True when the adapter's training state is split across processes (FSDP2 or ZeRO)."""
-    return _zero_managed(model) or any(_is_dtensor(layer.bone_block) for _, layer in bone_layers(model))
+def is_sharded(model: nn.Module, method: Method) -> bool:
+    """True when the training state is split across processes (FSDP2 or ZeRO)."""
+    return _zero_managed(model, method) or any(_is_dtensor(p) for _, p in method.trainable(model))
 
 
 def is_partitioned(model: nn.Module) -> bool:
@@ -59,94 +62,75 @@ def is_partitioned(model: nn.Module) -> bool:
     return any(_is_dtensor(p) or hasattr(p, "ds_id") for p in model.parameters())
 
 
-def full_blocks(model: nn.Module) -> dict[str, torch.Tensor]:
-    """{module name: full adapter block on the CPU}; all-gathers DTensor shards (call on every process)."""
-    out = {}
-    for name, layer in bone_layers(model):
-        out[name] = full(layer.bone_block).detach().cpu()
-    return out
-
-
-def save_adapter(model: nn.Module, path: Path, is_main: bool) -> None:
-    """`bone.save` of the full adapter at `path` (main process writes); collective when sharded."""
-    if not is_sharded(model):
+def save_trained(model: nn.Module, method: Method, path: Path, is_main: bool) -> None:
+    """`method.save` of the full trained tensors at `path` (main process writes); collective when sharded."""
+    if not is_sharded(model, method):
         if is_main:
-            save(model, path)
+            method.save(model, path)
         return
-    blocks = full_blocks(model)
+    tensors = {name: full(p).detach().cpu() for name, p in method.trainable(model)}
     if is_main:
-        save(model, path, blocks=blocks)
+        method.save(model, path, tensors=tensors)
 
 
-def load_blocks(model: nn.Module, adapter_dir: Path) -> None:
-    """Copy saved adapter blocks into a model that `bone.apply` prepared with the same config;
-    sharded blocks take their own rows of the saved full block (every process reads the file)."""
+def load_trained(model: nn.Module, method: Method, path: Path) -> None:
+    """Copy the tensors `method.save` wrote at `path` into a model the method prepared with the same
+    config; sharded parameters take their own part of the saved full tensor (every process reads)."""
     from torch.distributed.tensor import distribute_tensor
 
-    _, blocks, _ = read_adapter(adapter_dir)
-    layers = dict(bone_layers(model))
-    if set(blocks) != set(layers):
-        missing, extra = sorted(set(layers) - set(blocks)), sorted(set(blocks) - set(layers))
-        raise ValueError(f"checkpoint {adapter_dir} does not fit this model: missing {missing[:4]}, unexpected {extra[:4]}")
+    saved = method.read_trained(model, path)
     with torch.no_grad():
-        for name, layer in layers.items():
-            p, full = layer.bone_block, blocks[name]
+        for name, p in method.trainable(model):
+            whole = saved[name]
             shape = tuple(getattr(p, "ds_shape", p.shape))  # ZeRO-3 leaves an empty placeholder in the module
-            if tuple(full.shape) != shape:
-                raise ValueError(f"checkpoint {adapter_dir}: block {name} has shape {tuple(full.shape)}, model has {shape}")
+            if tuple(whole.shape) != shape:
+                raise AdapterError(f"checkpoint {path}: {name} has shape {tuple(whole.shape)}, the model's has {shape}")
             if _is_dtensor(p):
-                p.copy_(distribute_tensor(full.to(p.device, p.dtype), p.device_mesh, p.placements, src_data_rank=None))
+                p.copy_(distribute_tensor(whole.to(p.device, p.dtype), p.device_mesh, p.placements, src_data_rank=None))
             elif _is_zero(p):
-                _set_zero_param(p, full)
+                _set_zero_param(p, whole)
             else:
-                p.copy_(full)
+                p.copy_(whole)
 
 
-def optimizer_state(model: nn.Module, optimizer) -> dict:
+def optimizer_state(model: nn.Module, method: Method, optimizer) -> dict:
     """The optimizer's state dict; for a sharded model the full (gathered) one, keyed by parameter
     name, on the main process (collective). Unsharded: plain `optimizer.state_dict()`."""
-    if not is_sharded(model):
+    if not is_sharded(model, method):
         return optimizer.state_dict()
-    if _zero_managed(model):
-        return _zero_optimizer_state(model, optimizer)
+    if _zero_managed(model, method):
+        return _zero_optimizer_state(model, method, optimizer)
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
     return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def _trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """(parameter name, block) of the adapter blocks, in the order `bone.trainable_parameters`
-    gives them to the optimizer; names as `get_optimizer_state_dict` writes them."""
-    wanted = {id(layer.bone_block) for _, layer in bone_layers(model)}
-    return [(n.replace("_checkpoint_wrapped_module.", ""), p) for n, p in model.named_parameters() if id(p) in wanted]
-
-
-def _keyed_by_name(model: nn.Module, state: dict) -> dict:
+def _keyed_by_name(model: nn.Module, method: Method, state: dict) -> dict:
     """`state` with its parameter ids (plain `optimizer.state_dict()`) replaced by parameter names,
     the keys `get_optimizer_state_dict` writes; a state already keyed by name is returned as is."""
     saved_ids = [i for g in state["param_groups"] for i in g["params"]]
     if all(isinstance(i, str) for i in saved_ids):
         return state
-    current = [n for n, _ in _trainable(model)]  # the optimizer was built from these, in this order
+    current = [n for n, _ in method.trainable(model)]  # the optimizer was built from these, in this order
     if len(current) != len(saved_ids):
-        raise ValueError(f"optimizer state holds {len(saved_ids)} parameters, this model trains {len(current)}")
+        raise AdapterError(f"optimizer state holds {len(saved_ids)} parameters, this model trains {len(current)}")
     by_id = dict(zip(saved_ids, current))
     return {"state": {by_id[i]: v for i, v in state["state"].items()},
             "param_groups": [{**g, "params": [by_id[i] for i in g["params"]]} for g in state["param_groups"]]}
 
 
-def load_optimizer_state(model: nn.Module, optimizer, state: dict) -> None:
+def load_optimizer_state(model: nn.Module, method: Method, optimizer, state: dict) -> None:
     """Inverse of `optimizer_state`; every process passes the full state read from the checkpoint.
     Either layout (by id from unsharded runs, by name from FSDP runs) loads into either kind of run."""
     by_name = any(isinstance(i, str) for g in state["param_groups"] for i in g["params"])
-    if not is_sharded(model) and not by_name:
+    if not is_sharded(model, method) and not by_name:
         optimizer.load_state_dict(state)
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-    full_state = _keyed_by_name(model, state)
-    if _zero_managed(model):
-        _set_zero_optimizer_state(model, optimizer, full_state)
+    full_state = _keyed_by_name(model, method, state)
+    if _zero_managed(model, method):
+        _set_zero_optimizer_state(model, method, optimizer, full_state)
         return
     set_optimizer_state_dict(model, optimizer, full_state, options=StateDictOptions(full_state_dict=True))
 
@@ -173,15 +157,15 @@ def _set_zero_param(p: nn.Parameter, full: torch.Tensor) -> None:
         p.copy_(full.to(p.device, p.dtype))  # stage 3: rank 0's copy is scattered back on exit
 
 
-def _zero_optimizer_state(model: nn.Module, optimizer) -> dict:
+def _zero_optimizer_state(model: nn.Module, method: Method, optimizer) -> dict:
     """AdamW state gathered from ZeRO partitions, keyed by parameter name (collective); the state
     is empty before the first step, as a fresh AdamW's is."""
     from deepspeed.utils import safe_get_full_optimizer_state
 
     inner = _torch_optimizer(optimizer)
     if len(inner.param_groups) != 1:
-        raise ValueError(f"bone's ZeRO checkpoints expect one optimizer parameter group, found {len(inner.param_groups)}")
-    trainable = _trainable(model)
+        raise AdapterError(f"bone's ZeRO checkpoints expect one optimizer parameter group, found {len(inner.param_groups)}")
+    trainable = method.trainable(model)
     steps = [s["step"] for s in inner.state.values() if "step" in s]
     state = {}
     if steps:
@@ -192,14 +176,14 @@ def _zero_optimizer_state(model: nn.Module, optimizer) -> dict:
     return {"state": state, "param_groups": [{**group, "params": [n for n, _ in trainable]}]}
 
 
-def _set_zero_optimizer_state(model: nn.Module, optimizer, state: dict) -> None:
+def _set_zero_optimizer_state(model: nn.Module, method: Method, optimizer, state: dict) -> None:
     """Scatter a full AdamW state (keyed by name) into ZeRO's partitions. AdamW creates its state on
     the first step, so the partitions' state is created here first, as AdamW would."""
     from deepspeed.utils import safe_set_full_optimizer_state
 
     inner = _torch_optimizer(optimizer)
     if len(state["param_groups"]) != len(inner.param_groups):
-        raise ValueError(f"optimizer state has {len(state['param_groups'])} parameter groups, this run has {len(inner.param_groups)}")
+        raise AdapterError(f"optimizer state has {len(state['param_groups'])} parameter groups, this run has {len(inner.param_groups)}")
     for group, saved_group in zip(inner.param_groups, state["param_groups"]):  # lr and the other hyperparameters
         group.update({k: v for k, v in saved_group.items() if k != "params"})
     saved = state["state"]
@@ -213,8 +197,8 @@ def _set_zero_optimizer_state(model: nn.Module, optimizer, state: dict) -> None:
     link = getattr(optimizer, "_lazy_init_hp_params_optimizer_state", None)  # stages 1-2 map fragments to the
     if link is not None:                                                      # state once it exists (as their step does)
         link()
-    for name, p in _trainable(model):
+    for name, p in method.trainable(model):
         if name not in saved:
-            raise ValueError(f"optimizer state has no entry for {name}")
+            raise AdapterError(f"optimizer state has no entry for {name}")
         for k in ADAM_KEYS:
             safe_set_full_optimizer_state(p, saved[name][k].to(p.device, torch.float32), k)

@@ -2,20 +2,20 @@
 
 Module names equal BlinkDL's checkpoint keys (`emb`, `blocks.N.{ln0,ln1,ln2,att,ffn}`, `ln_out`,
 `head`), so `model.state_dict()` has exactly the keys of the .pth it was loaded from.
-`model(input_ids=ids, labels=None)` returns `.logits` (B, T, vocab), `.loss` (causal shift,
-ignore_index -100) and `.state` (per layer: att shift, WKV state, ffn shift) for continuing.
+`model(input_ids=ids, labels=None)` returns `.logits` (B, T, vocab), `.loss` (`bone.loss.next_token_loss`,
+mean over the supervised tokens) and `.state` (per layer: att shift, WKV state, ffn shift) for continuing.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from transformers.utils import ModelOutput
 
 from ...errors import ConfigError, DataError, UsageError
+from ...loss import next_token_loss
 from .config import RWKVConfig
 from .generation import greedy_generate
 from .layer6 import Block6
@@ -29,11 +29,6 @@ class RWKVCausalLMOutput(ModelOutput):
     loss: Tensor | None = None  # mean next-token cross entropy over labels != -100
     logits: Tensor | None = None  # (B, T, vocab)
     state: list | None = None  # per layer (att_shift (B, C), wkv (B, H, N, N), ffn_shift (B, C))
-
-
-def causal_lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Cross entropy of logits[:, t] against labels[:, t + 1], in fp32, ignoring -100."""
-    return F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
 
 
 def _check_mask(attention_mask: Tensor | None) -> None:
@@ -120,7 +115,7 @@ class RWKVForCausalLM(nn.Module):
                 x, v_first, layer_state = block(x, v_first, layer_state)
             new_state.append(layer_state)
         logits = self.head(self.ln_out(x))
-        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        loss = next_token_loss(logits, labels) if labels is not None else None
         return RWKVCausalLMOutput(loss=loss, logits=logits, state=new_state)
 
     @torch.no_grad()

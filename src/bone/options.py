@@ -1,7 +1,14 @@
-"""Read, validate, override and document typed dataclass configs (TrainConfig and its sections).
+"""Typed dataclass configs: read from YAML and command-line overrides, validated, documented.
 
-Values come from YAML (typed by the parser) or the command line (`key=value`, `--key value`,
-strings typed by the field's annotation). Every error names the dotted key and the expected type.
+    cfg = load(TrainConfig, "configs/demo.yaml", ["bone.r=16", "--optim.lr", "3e-4"])
+    print(render_yaml(cfg))        # commented, loadable YAML (`bone train --print-config`)
+    print(render_yaml(TrainConfig))  # the defaults, without building the config (`--help`)
+
+Any dataclass works; nested dataclass fields are sections. Values come from YAML (typed by the
+parser) or the command line (`key=value`, `--key value`, strings typed by the field's
+annotation). The trailing `# comment` of each field is its documentation. Every error is a
+`ConfigError` naming the dotted key and the expected type, with the nearest known key for typos.
+Importing this module does not import torch (`--help` stays fast).
 """
 from __future__ import annotations
 
@@ -17,11 +24,9 @@ from typing import Any
 
 import yaml
 
-from .config import TrainConfig
+from .errors import ConfigError
 
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit the TrainConfig schema."""
+to_dict = dataclasses.asdict
 
 
 def _hints(cls) -> dict[str, Any]:
@@ -116,7 +121,8 @@ def _unknown(key: str, known) -> ConfigError:
 
 
 def from_dict(cls, data: dict, prefix: str = ""):
-    """Build dataclass `cls` from a nested dict, validating keys and types recursively."""
+    """Build dataclass `cls` from a nested dict, validating keys and types recursively. A value the
+    dataclass itself refuses (its `__post_init__` raising ValueError) becomes a ConfigError."""
     if not isinstance(data, dict):
         raise ConfigError(f"config section {prefix.rstrip('.') or '<top>'!r} must be a mapping, got {data!r}")
     hints = _hints(cls)
@@ -133,10 +139,6 @@ def from_dict(cls, data: dict, prefix: str = ""):
         return cls(**kwargs)
     except ValueError as e:
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {e}") from None
-
-
-def to_dict(obj) -> dict:
-    return dataclasses.asdict(obj)
 
 
 def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
@@ -163,13 +165,14 @@ def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def apply_overrides(cfg: TrainConfig, overrides: list[tuple[str, str]]) -> TrainConfig:
-    """Return a new validated config with dotted-key string overrides applied."""
-    data = to_dict(cfg)
+def apply_overrides(obj, overrides: list[tuple[str, str]]):
+    """A new validated config of obj's type with dotted-key string overrides applied."""
+    cls = type(obj)
+    data = to_dict(obj)
     for key, raw in overrides:
-        cls, node, parts = TrainConfig, data, key.split(".")
+        node_cls, node, parts = cls, data, key.split(".")
         for depth, part in enumerate(parts):
-            hints = _hints(cls)
+            hints = _hints(node_cls)
             if part not in hints:
                 raise _unknown(".".join(parts[: depth + 1]), hints)
             tp = hints[part]
@@ -177,26 +180,29 @@ def apply_overrides(cfg: TrainConfig, overrides: list[tuple[str, str]]) -> Train
             if dataclasses.is_dataclass(tp):
                 if last:
                     raise ConfigError(f"{key!r} is a section; set one of its keys: {sorted(_hints(tp))}")
-                cls, node = tp, node[part]
+                node_cls, node = tp, node[part]
             elif not last:
                 raise ConfigError(f"{'.'.join(parts[: depth + 1])!r} is a value, not a section; cannot set {key!r}")
             else:
                 node[part] = parse_cli_value(raw, tp, key)
-    return from_dict(TrainConfig, data)
+    return from_dict(cls, data)
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
-    """TrainConfig from an optional YAML file plus command-line overrides."""
-    data = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} not found (pass a YAML file such as configs/demo.yaml)")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
-    return apply_overrides(from_dict(TrainConfig, data), parse_overrides(list(overrides)))
+def read_yaml(path: str | Path) -> dict:
+    """The mapping in a YAML config file (empty file: {})."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} not found (pass a YAML file such as configs/demo.yaml)")
+    try:
+        return yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+
+
+def load(cls, path: str | Path | None = None, overrides: list[str] = ()):
+    """Dataclass `cls` from an optional YAML file, then command-line overrides (`parse_overrides` forms)."""
+    data = read_yaml(path) if path is not None else {}
+    return apply_overrides(from_dict(cls, data), parse_overrides(list(overrides)))
 
 
 @lru_cache(maxsize=None)
@@ -214,21 +220,34 @@ def _scalar(v) -> str:
     return yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
 
 
-def render_yaml(obj, indent: int = 0) -> str:
-    """The config as YAML with each field's comment and type: a documented, loadable template."""
-    lines, pad = [], "  " * indent
-    comments, hints = field_comments(type(obj)), _hints(type(obj))
+def _values(obj) -> list[tuple[str, Any]]:
+    """(field name, value) of a dataclass instance; of a dataclass class, its defaults, with
+    dataclass-valued defaults left as their class (nothing is constructed or validated)."""
+    if not isinstance(obj, type):
+        return [(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)]
+    out = []
     for f in dataclasses.fields(obj):
-        value, note = getattr(obj, f.name), comments.get(f.name, "")
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif dataclasses.is_dataclass(f.default_factory):
+            value = f.default_factory
+        else:
+            value = f.default_factory()
+        out.append((f.name, value))
+    return out
+
+
+def render_yaml(obj, indent: int = 0) -> str:
+    """A config (instance) or a dataclass's defaults (class) as YAML with each field's type and
+    comment: a documented, loadable template."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    lines, pad = [], "  " * indent
+    comments, hints = field_comments(cls), _hints(cls)
+    for name, value in _values(obj):
+        note = comments.get(name, "")
         if dataclasses.is_dataclass(value):
-            lines.append(f"{pad}{f.name}:  # {note}")
+            lines.append(f"{pad}{name}:  # {note}")
             lines.append(render_yaml(value, indent + 1))
         else:
-            lines.append(f"{pad}{f.name}: {_scalar(value)}  # ({describe(hints[f.name])}) {note}")
+            lines.append(f"{pad}{name}: {_scalar(value)}  # ({describe(hints[name])}) {note}")
     return "\n".join(lines)
-
-
-def save_yaml(cfg: TrainConfig, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render_yaml(cfg) + "\n")
-    tmp.replace(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ModelError
-from .tokenize import IGNORE
+from ..loss import IGNORE
 
 
 def collate(batch: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""TrainConfig loading: YAML + overrides, validation errors that name the key and type, docs."""
+"""bone.options on TrainConfig (and a small dataclass of its own): YAML + overrides, validation
+errors that name the key and type, documentation from field comments, defaults rendered unbuilt."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,8 +8,9 @@ import pytest
 import yaml
 
 from bone import BoneConfig
-from bone.train import ConfigError, TrainConfig, load_config
-from bone.train.options import field_comments, from_dict, parse_overrides, render_yaml, to_dict
+from bone.errors import ConfigError
+from bone.options import field_comments, from_dict, load, parse_overrides, render_yaml, to_dict
+from bone.train import TrainConfig, load_config
 
 
 def test_yaml_then_overrides_in_both_forms(tmp_path):
@@ -90,3 +92,53 @@ def test_rendered_yaml_round_trips():
     assert cfg.bone.dtype is None and load_config(None, ["bone.target_modules=null"]).bone.target_modules is None
     assert from_dict(TrainConfig, yaml.safe_load(render_yaml(cfg))) == cfg
     assert to_dict(cfg)["bone"]["target_modules"] == ["q_proj"]
+
+
+@dataclasses.dataclass
+class Inner:
+    size: int = 3  # how many
+    names: list[str] | None = None  # which ones
+
+    def __post_init__(self):
+        if self.size < 1:
+            raise ValueError(f"size must be >= 1, got {self.size}")
+
+
+@dataclasses.dataclass
+class Outer:
+    name: str = "x"  # a name
+    inner: Inner = dataclasses.field(default_factory=Inner)  # a section
+
+
+def test_load_works_for_any_dataclass(tmp_path):
+    f = tmp_path / "o.yaml"
+    f.write_text("inner:\n  size: 5\n")
+    assert load(Outer, f, ["--inner.names", "[a, b]", "name=y"]) == Outer("y", Inner(5, ["a", "b"]))
+    assert load(Outer) == Outer()
+    with pytest.raises(ConfigError, match=r"inner: size must be >= 1, got 0"):  # the dataclass's own check
+        load(Outer, None, ["inner.size=0"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'inner.sise' \(did you mean 'size'\?\)"):
+        load(Outer, None, ["inner.sise=2"])
+
+
+BUILT = []
+
+
+@dataclasses.dataclass
+class Counted:
+    k: int = 1  # a key
+
+    def __post_init__(self):
+        BUILT.append(self)
+
+
+@dataclasses.dataclass
+class Holder:
+    c: Counted = dataclasses.field(default_factory=Counted)  # a counted section
+
+
+def test_a_class_renders_its_defaults_without_being_built():
+    assert render_yaml(Holder) == "c:  # a counted section\n  k: 1  # (int) a key" and BUILT == []
+    assert render_yaml(TrainConfig) == render_yaml(TrainConfig())
+    assert render_yaml(Outer) == "name: x  # (str) a name\ninner:  # a section\n  size: 3  # (int) how many\n" \
+                                 "  names: null  # (list of str or null) which ones"

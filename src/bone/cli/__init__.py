@@ -1,0 +1,99 @@
+"""The `bone` command: one module per command (train, eval, merge, export, bench), each with its own
+argument parser (`parse(argv)`) and its work (`run(args)`); this module dispatches and reports errors.
+
+Errors a user can fix print one line, `bone <command>: error: ...`, and exit with status 1: every
+`bone.errors.BoneError` (bad config, data, adapters, missing or existing paths, missing packages),
+running out of memory (with what to try), and the OS errors a user causes (disk full or over quota,
+read-only filesystem, permission denied, a missing or existing path). Anything else is a bug in
+bone: its traceback is printed, then one line asking to report it (status 1). `--traceback`
+(before or after the command) prints the traceback of user errors too. Usage errors are
+argparse's (usage line, message, status 2).
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+import traceback
+
+from . import bench, export, merge, train
+from . import eval as eval_command
+
+COMMANDS = {"train": train, "eval": eval_command, "merge": merge, "export": export, "bench": bench}
+
+OS_HINTS = {  # errno a user causes -> what to do (after the OS's own words and the path)
+    errno.ENOSPC: "free some space, or write somewhere else", errno.EDQUOT: "free some space, or write somewhere else",
+    errno.EROFS: "write somewhere else", errno.EACCES: "check the permissions, or write somewhere else",
+    errno.EPERM: "check the permissions, or write somewhere else", errno.ENOENT: "", errno.EEXIST: "",
+    errno.EISDIR: "", errno.ENOTDIR: "",
+}
+CPU_OOM = ("can't allocate memory", "not enough memory", "out of memory")  # torch's CPU allocator: a RuntimeError
+
+
+def _parser() -> argparse.ArgumentParser:
+    listing = "\n".join(f"  {m.USAGE:<50} {m.ABOUT}" for m in COMMANDS.values())
+    p = argparse.ArgumentParser(
+        prog="bone", usage="bone [--traceback] <command> [options]", allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Bone (Block-Affine / DiSHA / MiSS) fine-tuning: train, evaluate, merge and export adapters.",
+        epilog=f"commands:\n{listing}\n\nRun `bone <command> --help` for the options of each command.")
+    p.add_argument("--traceback", action="store_true", help="on an error, also print its full traceback")
+    p.add_argument("command", choices=list(COMMANDS), metavar="<command>", help=", ".join(COMMANDS))
+    p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return p
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    torch = sys.modules.get("torch")  # never imported just to classify an error
+    if isinstance(err, MemoryError) or (torch is not None and isinstance(err, torch.cuda.OutOfMemoryError)):
+        return True
+    return isinstance(err, RuntimeError) and any(s in str(err).lower() for s in CPU_OOM)
+
+
+def user_message(err: BaseException, oom_hint: str) -> str | None:
+    """The one line for an error the user can fix, or None for a bug in bone."""
+    from ..errors import BoneError
+
+    if isinstance(err, BoneError):
+        return str(err)
+    if _out_of_memory(err):
+        detail = f" ({str(err).strip().splitlines()[0]})" if str(err).strip() else ""
+        return f"out of memory{detail}. {oom_hint}"
+    if isinstance(err, OSError) and err.errno in OS_HINTS:
+        where = f": '{err.filename}'" if err.filename else ""
+        hint = f" ({OS_HINTS[err.errno]})" if OS_HINTS[err.errno] else ""
+        return f"{err.strerror or err}{where}{hint}"
+    return None
+
+
+def report(err: BaseException, command: str, show_traceback: bool) -> int:
+    """Print `err` as bone's command line does; returns the exit status (1)."""
+    message = user_message(err, COMMANDS[command].OOM_HINT)
+    if message is None or show_traceback:
+        traceback.print_exception(err, file=sys.stderr)
+    if message is None:
+        from .. import __version__
+
+        print(f"bone {command}: internal error ({type(err).__name__}): this is a bug in bone, not in your input; "
+              f"please report it with the traceback above (bone {__version__}, Python {sys.version.split()[0]})",
+              file=sys.stderr)
+    else:
+        print(f"bone {command}: error: {message}", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    if not argv:
+        _parser().print_help(sys.stderr)
+        return 2
+    try:
+        top = _parser().parse_args(argv)
+        command = COMMANDS[top.command]
+        args = command.parse(top.args)
+    except SystemExit as done:  # --help was printed, or argparse reported a usage error
+        return done.code
+    try:
+        return command.run(args)
+    except Exception as err:
+        return report(err, top.command, top.traceback or args.traceback)
