@@ -10,12 +10,10 @@ import platform
 from pathlib import Path
 from statistics import median
 
-import torch
-
 from ..errors import ConfigError, MissingDependencyError
 from ..fs import atomic_write
 from ..options import field_comments
-from . import measure, report, setups
+from . import report, setups
 from .scale import scale_table
 
 
@@ -52,6 +50,8 @@ def _model_argv(args) -> list[str]:
 
 
 def _rss_child(args, cfg) -> int:
+    from . import measure
+
     model = setups.make(args.rss_child, setups.build_base(cfg), cfg)
     step = measure.stepper(model, setups.trainable(model), setups.batch(cfg))
     for _ in range(args.rss_steps):
@@ -74,6 +74,10 @@ def _methods(args) -> list[str]:
 
 def run(args, cfg) -> dict:
     """Measure every requested method; returns the JSON-ready result."""
+    import torch
+
+    from . import measure
+
     methods = _methods(args)
     rss = {m: measure.child_peak_rss(m, _model_argv(args)) if args.rss_steps else None for m in methods}
     base, ids = setups.build_base(cfg), setups.batch(cfg)
@@ -109,8 +113,10 @@ def targets(rows: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; bad arguments raise ConfigError (MissingDependencyError without PEFT)
     before anything is built or written."""
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(argv)  # --help and usage errors stop here, without torch
     cfg = _config(args)
+    import torch
+
     torch.set_num_threads(args.threads)
     if args.rss_child:
         return _rss_child(args, cfg)

@@ -3,21 +3,26 @@
 The base is a Llama-shaped `LlamaForCausalLM` built from a `LlamaConfig` (random weights, fp32,
 no download). Every method adapts Llama's default targets (`bone.inject.DEFAULT_TARGETS["llama"]`:
 q, k, v, o, gate, up, down). A method is one `Setup` in `SETUPS`; a new one is one more entry.
+Importing this module does not import torch (`bone bench --help` lists the methods without it).
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from .. import variants
-from ..config import BoneConfig
 from ..errors import ConfigError
-from ..inject import DEFAULT_TARGETS, apply
 
-TARGETS = list(DEFAULT_TARGETS["llama"])
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+def targets() -> list[str]:
+    """The projections every method adapts: Llama's default targets."""
+    from ..inject import DEFAULT_TARGETS
+
+    return list(DEFAULT_TARGETS["llama"])
 
 
 @dataclass
@@ -72,7 +77,7 @@ class PeftLora(Setup):
     def adapt(self, model, cfg):
         import peft
 
-        pc = peft.LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules=TARGETS, lora_dropout=0.0)
+        pc = peft.LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules=targets(), lora_dropout=0.0)
         return peft.get_peft_model(model, pc)
 
 
@@ -82,13 +87,22 @@ class PeftMiss(Setup):
     needs_peft, color = True, "tab:orange"
 
     def __init__(self, variant: str):
-        self.variant = variants.get(variant)
-        self.about = f"PEFT MiSS, init_weights={self.variant.peft_init!r} ({variant})"
+        self.variant_name = variant
+
+    @property
+    def variant(self):
+        from .. import variants
+
+        return variants.get(self.variant_name)
+
+    @property
+    def about(self) -> str:
+        return f"PEFT MiSS, init_weights={self.variant.peft_init!r} ({self.variant_name})"
 
     def adapt(self, model, cfg):
         import peft
 
-        pc = peft.MissConfig(r=cfg.r, init_weights=self.variant.peft_init, mini_r=cfg.mini_r, target_modules=TARGETS)
+        pc = peft.MissConfig(r=cfg.r, init_weights=self.variant.peft_init, mini_r=cfg.mini_r, target_modules=targets())
         return peft.get_peft_model(model, pc)
 
 
@@ -98,13 +112,18 @@ class Bone(Setup):
     color = "tab:blue"
 
     def __init__(self, variant: str, fused: bool = True):
-        self.variant, self.fused = variants.get(variant), fused
+        self.variant_name, self.fused = variant, fused
         how = "Flash-Bone (fused)" if fused else "plain autograd reference (fused=False)"
         self.about = f"bone {variant}, {how}"
 
     def adapt(self, model, cfg):
-        mini_r = cfg.mini_r if self.variant.uses_mini_r else None
-        return apply(model, BoneConfig(r=cfg.r, variant=self.variant.name, mini_r=mini_r, target_modules=TARGETS,
+        from .. import variants
+        from ..config import BoneConfig
+        from ..inject import apply
+
+        variant = variants.get(self.variant_name)
+        mini_r = cfg.mini_r if variant.uses_mini_r else None
+        return apply(model, BoneConfig(r=cfg.r, variant=variant.name, mini_r=mini_r, target_modules=targets(),
                                        fused=self.fused))
 
 
@@ -132,6 +151,7 @@ def get(method: str) -> Setup:
 
 def build_base(cfg: BenchConfig) -> nn.Module:
     """A random-weight Llama model, frozen, fp32."""
+    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(cfg.seed)
@@ -153,6 +173,8 @@ def make(method: str, base: nn.Module, cfg: BenchConfig) -> nn.Module:
 
 def batch(cfg: BenchConfig) -> torch.Tensor:
     """Token ids `(batch, seq)`, also used as labels."""
+    import torch
+
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     return torch.randint(0, cfg.vocab, (cfg.batch, cfg.seq), generator=gen)
 
