@@ -141,8 +141,9 @@ def from_dict(cls, data: dict, prefix: str = ""):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {e}") from None
 
 
-def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
-    """['a.b=1', '--c.d', '2', '--e=3'] -> [('a.b', '1'), ('c.d', '2'), ('e', '3')]."""
+def parse_overrides(args: list[str]) -> list[tuple[str, str | None]]:
+    """['a.b=1', '--c.d', '2', '--e=3', '--f'] -> [('a.b', '1'), ('c.d', '2'), ('e', '3'), ('f', None)]
+    (None: no value followed; `apply_overrides` says whether the key is unknown or needs one)."""
     out, i = [], 0
     while i < len(args):
         a = args[i]
@@ -150,11 +151,11 @@ def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
             body = a[2:]
             if "=" in body:
                 k, v = body.split("=", 1)
-            elif i + 1 < len(args):
+            elif i + 1 < len(args) and not args[i + 1].startswith("--"):
                 k, v = body, args[i + 1]
                 i += 1
             else:
-                raise ConfigError(f"option {a} needs a value: {a} VALUE or {body}=VALUE")
+                k, v = body, None
             out.append((k.replace("-", "_"), v))
         elif "=" in a:
             k, v = a.split("=", 1)
@@ -165,7 +166,7 @@ def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def apply_overrides(obj, overrides: list[tuple[str, str]]):
+def apply_overrides(obj, overrides: list[tuple[str, str | None]]):
     """A new validated config of obj's type with dotted-key string overrides applied."""
     cls = type(obj)
     data = to_dict(obj)
@@ -183,6 +184,8 @@ def apply_overrides(obj, overrides: list[tuple[str, str]]):
                 node_cls, node = tp, node[part]
             elif not last:
                 raise ConfigError(f"{'.'.join(parts[: depth + 1])!r} is a value, not a section; cannot set {key!r}")
+            elif raw is None:
+                raise ConfigError(f"option --{key} needs a value: --{key} VALUE or {key}=VALUE")
             else:
                 node[part] = parse_cli_value(raw, tp, key)
     return from_dict(cls, data)

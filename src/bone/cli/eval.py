@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import new_parser
+from .common import at_least, new_parser
 
 ABOUT = "GSM8K-style accuracy or loss/perplexity"
 USAGE = "bone eval --model M [--adapter DIR] --data FILE"
@@ -19,7 +19,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", help="an adapter folder (bone train's <output_dir>/adapter, or a PEFT MiSS/Bone one) to apply to --model")
     p.add_argument("--data", required=True, help=".jsonl/.json/.csv/.parquet file, bundled:arith, or Hub dataset name")
     p.add_argument("--split", default="test", help="split to read (bundled/Hub data; default test)")
-    p.add_argument("--limit", type=int, help="only the first N records")
+    p.add_argument("--limit", type=at_least(1), help="only the first N records")
     p.add_argument("--out", required=True, help="folder for results.json and predictions.jsonl")
     p.add_argument("--metric", choices=METRICS, default=METRICS[0],
                    help="accuracy: greedy generation + final number; loss: loss/perplexity")
@@ -27,9 +27,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-field", help="loss: record field holding the prompt (default: auto-detected)")
     p.add_argument("--response-field", help="loss: record field holding the answer (default: auto-detected)")
     p.add_argument("--messages-field", help="loss: record field holding chat messages")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=256, help="accuracy: generation budget per answer")
-    p.add_argument("--max-length", type=int, default=512, help="loss: tokens per example")
+    p.add_argument("--batch-size", type=at_least(1), default=8)
+    p.add_argument("--max-new-tokens", type=at_least(1), default=256, help="accuracy: generation budget per answer")
+    p.add_argument("--max-length", type=at_least(2), default=512, help="loss: tokens per example")
     p.add_argument("--tokenizer", help="tokenizer folder (default: the model's)")
     return p
 
