@@ -6,6 +6,7 @@ module does not import torch; building a TrainConfig checks `method` against `bo
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,20 @@ from ..eval import METRICS
 PRECISIONS = ("fp32", "bf16")
 SCHEDULERS = ("cosine", "linear", "constant")
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
+SEED_LIMIT = 2**31  # numpy takes seeds below 2**32; a resume on another process count re-seeds with seed + step
+
+
+def check_range(key: str, value, ok: bool, rule: str) -> None:
+    """ConfigError `key must be RULE, got VALUE` unless `ok`."""
+    if not ok:
+        raise ConfigError(f"{key} must be {rule}, got {value}")
+
+
+def _at_least(section: str, obj, low: int, names: tuple[str, ...], *, nullable: bool = False) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        check_range(f"{section}.{name}", value, (nullable and value is None) or (value is not None and value >= low),
+                    f">= {low}" + (" or null" if nullable else ""))
 
 
 @dataclass
@@ -50,8 +65,8 @@ class DataSection:
     def __post_init__(self) -> None:
         if self.template not in TEMPLATES:
             raise ConfigError(f"data.template={self.template!r}: use one of {TEMPLATES}")
-        if self.max_length < 2:
-            raise ConfigError(f"data.max_length must be >= 2, got {self.max_length}")
+        _at_least("data", self, 2, ("max_length",))
+        _at_least("data", self, 1, ("train_limit", "eval_limit"), nullable=True)
 
 
 @dataclass
@@ -62,10 +77,21 @@ class OptimSection:
     beta2: float = 0.999  # AdamW second-moment decay
     eps: float = 1e-8  # AdamW epsilon
     max_grad_norm: float | None = 1.0  # clip the global gradient norm to this value (None = no clipping)
+    skip_nonfinite: int = 0  # skip up to N steps whose loss or gradients are NaN/inf (no update, no lr step); 0 = stop at the first
 
     def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        finite = {k: getattr(self, k) is not None and math.isfinite(getattr(self, k)) for k in
+                  ("lr", "weight_decay", "beta1", "beta2", "eps", "max_grad_norm")}
+        check_range("optim.lr", self.lr, finite["lr"] and self.lr > 0, "> 0 and finite")
+        check_range("optim.weight_decay", self.weight_decay, finite["weight_decay"] and self.weight_decay >= 0, ">= 0 and finite")
+        for name in ("beta1", "beta2"):
+            check_range(f"optim.{name}", getattr(self, name), finite[name] and 0 <= getattr(self, name) < 1, "in [0, 1)")
+        check_range("optim.eps", self.eps, finite["eps"] and self.eps > 0, "> 0 and finite")
+        check_range("optim.max_grad_norm", self.max_grad_norm, self.max_grad_norm is None or
+                    (finite["max_grad_norm"] and self.max_grad_norm > 0), "> 0 (clip to that norm) or null (no clipping)")
+        check_range("optim.lr * optim.weight_decay", self.lr * self.weight_decay, self.lr * self.weight_decay < 1,
+                    "< 1 (AdamW multiplies the weights by 1 - lr * weight_decay every step)")
+        _at_least("optim", self, 0, ("skip_nonfinite",))
 
 
 @dataclass
@@ -84,13 +110,10 @@ class ScheduleSection:
             raise ConfigError(f"schedule.scheduler={self.scheduler!r}: use one of {SCHEDULERS}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"schedule.precision={self.precision!r}: use one of {PRECISIONS}")
-        for name in ("epochs", "batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"schedule.{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"schedule.max_steps must be >= 1 or null, got {self.max_steps}")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"schedule.warmup_steps must be >= 0, got {self.warmup_steps}")
+        _at_least("schedule", self, 1, ("epochs", "batch_size", "grad_accum"))
+        _at_least("schedule", self, 1, ("max_steps",), nullable=True)
+        _at_least("schedule", self, 0, ("warmup_steps",))
+        check_range("schedule.seed", self.seed, 0 <= self.seed < SEED_LIMIT, f"in [0, {SEED_LIMIT})")
 
 
 @dataclass
@@ -99,8 +122,7 @@ class CheckpointSection:
     keep: int = 2  # keep only the newest N step checkpoints (the final adapter is always kept)
 
     def __post_init__(self) -> None:
-        if self.every < 1 or self.keep < 1:
-            raise ConfigError(f"checkpointing.every and checkpointing.keep must be >= 1, got {self.every}, {self.keep}")
+        _at_least("checkpointing", self, 1, ("every", "keep"))
 
 
 @dataclass
@@ -111,8 +133,7 @@ class LoggingSection:
     plot: bool = True  # write loss.png (loss curve) at the end
 
     def __post_init__(self) -> None:
-        if self.every < 1:
-            raise ConfigError(f"logging.every must be >= 1, got {self.every}")
+        _at_least("logging", self, 1, ("every",))
 
 
 @dataclass
@@ -126,6 +147,7 @@ class EvalSection:
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
             raise ConfigError(f"eval.metric={self.metric!r}: use one of {METRICS}")
+        _at_least("eval", self, 1, ("batch_size", "max_new_tokens"))
 
 
 @dataclass
@@ -148,13 +170,16 @@ class TrainConfig:
 
     def run_defining(self) -> dict:
         """What a resumed run must share with the checkpoint (everything that changes the math), as
-        {dotted key: value}. The split of the global batch into processes x batch_size x grad_accum
-        may change (the trainer checks the global batch), so a run can resume on another number of GPUs."""
+        {dotted key: value}, without RESUME_MAY_CHANGE: the split of the global batch into processes x
+        batch_size x grad_accum (so a run can resume on another number of GPUs) and optim.skip_nonfinite."""
         flat = _flatten({k: v for k, v in options.to_dict(self).items() if k in RUN_DEFINING})
-        return {k: v for k, v in flat.items() if k not in ("schedule.batch_size", "schedule.grad_accum")}
+        return {k: v for k, v in flat.items() if k not in RESUME_MAY_CHANGE}
 
 
 RUN_DEFINING = ("method", "model", "bone", "data", "optim", "schedule")  # the sections (and keys) that fix the math
+# keys of those sections a resumed run may change: the split of the global batch (the trainer checks the
+# global batch), and how many non-finite steps may be skipped (to get past one that stopped the run)
+RESUME_MAY_CHANGE = ("schedule.batch_size", "schedule.grad_accum", "optim.skip_nonfinite")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

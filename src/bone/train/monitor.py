@@ -34,15 +34,18 @@ class Monitor:
         """A resumed run drops the lines logged after its checkpoint (they will be logged again)."""
         if not self.path.exists():
             return
-        kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= step]
-        fs.write_text(self.path, "".join(ln + "\n" for ln in kept))
+        lines = [ln for ln in self.path.read_text().splitlines() if ln]
+        kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
+        if len(kept) < len(lines):
+            fs.write_text(self.path, "".join(ln + "\n" for ln in kept))
 
     def log(self, step: int, metrics: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        """One JSON line (a NaN or inf value is written as null), appended whole or not at all."""
+        row = {"step": step, **{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}}
+        fs.append_text(self.path, json.dumps(row, allow_nan=False) + "\n")
         if self.tb is not None:
-            for k, v in metrics.items():
-                if isinstance(v, (int, float)):
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "step":
                     self.tb.add_scalar(k, v, step)
 
     def advance(self, loss: float, lr: float, tokens_per_s: float) -> None:
