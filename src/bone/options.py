@@ -137,8 +137,8 @@ def from_dict(cls, data: dict, prefix: str = ""):
             kwargs[key] = check_value(value, tp, prefix + key)
     try:
         return cls(**kwargs)
-    except ValueError as e:
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {e}") from None
+    except ValueError as e:  # named by the section unless the message names its key already
+        raise ConfigError(str(e) if prefix and str(e).startswith(prefix) else f"{prefix.rstrip('.') or 'config'}: {e}") from None
 
 
 def parse_overrides(args: list[str]) -> list[tuple[str, str | None]]:

@@ -142,7 +142,7 @@ def load_torch(path: Path, keys: tuple[str, ...]) -> dict:
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except (RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as err:  # truncated, damaged
-        raise corrupt(path, f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else 'no data'}") from None
+        raise corrupt(path, f"{type(err).__name__}: {str(err).split('. ')[0][:120] or 'no data'}") from None
     if not isinstance(obj, dict) or any(k not in obj for k in keys):
         raise corrupt(path, f"it does not hold {list(keys)}")
     return obj

@@ -98,8 +98,12 @@ class NonFiniteGuard:
         process decides alike, from all-reduced values or the config)."""
         cfg, newest = self.cfg, self.run.latest()
         tries = [f"a lower optim.lr (this run: {cfg.optim.lr:g})"]
-        if cfg.schedule.precision != "fp32" or cfg.model.dtype != "float32":
-            tries.append("fp32 instead of 16-bit (schedule.precision=fp32, model.dtype=float32)")
+        low = sorted({str(p.dtype).removeprefix("torch.") for _, p in self.named if p.dtype != torch.float32})
+        fp32 = [k for k, bad in (("schedule.precision=fp32", cfg.schedule.precision != "fp32"),
+                                 ("model.dtype=float32", cfg.model.dtype != "float32"),
+                                 (f"float32 trained tensors, not {'/'.join(low)}", low)) if bad]
+        if fp32:  # 16-bit trained tensors: AdamW's state and eps underflow whatever the lr, so say that first
+            tries.insert(1 if not low else 0, f"fp32 instead of 16-bit ({', '.join(fp32)})")
         if cfg.optim.max_grad_norm is None:
             tries.append("gradient clipping (optim.max_grad_norm=1.0)")
         if skippable and self.can_skip:

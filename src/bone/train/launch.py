@@ -115,15 +115,19 @@ def fill_deepspeed_config(acc, cfg: TrainConfig) -> None:
 
 
 def unwrap(acc, model):
-    """The model bone built, without the launch's wrapper (DDP's, or DeepSpeed's engine; FSDP2 does not wrap).
+    """The model bone built, without the launch's wrappers (DDP, torch.compile, DeepSpeed's engine; FSDP2 does not wrap).
 
     Not `acc.unwrap_model`: whenever DeepSpeed is installed that imports it, and importing deepspeed
     prints "Setting accelerator to CPU" on machines without a GPU, in runs that do not use it."""
     if acc.distributed_type == DistributedType.DEEPSPEED:
         return acc.unwrap_model(model)
-    while isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
-        model = model.module
-    return model
+    while True:
+        if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):  # torch.compile (a dynamo launch)
+            model = model._orig_mod
+        else:
+            return model
 
 
 def describe(acc, model) -> str:

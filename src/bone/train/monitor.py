@@ -15,7 +15,7 @@ class Monitor:
     """Main-process reporting. `log(step, metrics)` appends one JSON line per call."""
 
     def __init__(self, run: RunDir, total_steps: int, start_step: int, *, progress: bool, tensorboard: bool):
-        self.path = run.metrics
+        self.path, self.tb_dir = run.metrics, run.tensorboard
         if start_step == 0 and self.path.exists():
             self.path.unlink()
         elif start_step > 0:
@@ -44,18 +44,25 @@ class Monitor:
         row = {"step": step, **{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}}
         fs.append_text(self.path, json.dumps(row, allow_nan=False) + "\n")
         if self.tb is not None:
-            for k, v in row.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self.tb.add_scalar(k, v, step)
+            with fs.naming(self.tb_dir):  # its writer thread's failure (a full disk) names no file
+                for k, v in row.items():
+                    if isinstance(v, (int, float)) and k != "step":
+                        self.tb.add_scalar(k, v, step)
 
     def advance(self, loss: float, lr: float, tokens_per_s: float) -> None:
         self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
         self.bar.update(1)
 
-    def close(self) -> None:
+    def close(self) -> OSError | None:
+        """Close the bar and TensorBoard's writer; returns the error of its last writes (a full disk)."""
         self.bar.close()
-        if self.tb is not None:
-            self.tb.close()
+        try:
+            with fs.naming(self.tb_dir):
+                if self.tb is not None:
+                    self.tb.close()
+        except OSError as err:
+            return err
+        return None
 
 
 def read_metrics(path: Path) -> list[dict]:

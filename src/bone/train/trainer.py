@@ -281,10 +281,13 @@ class Trainer:
         monitor = Monitor(self.run_dir, self.total_steps, self.step, progress=cfg.logging.progress,
                           tensorboard=cfg.logging.tensorboard) if self.is_main else None
         try:
-            return self._steps(stop_at, monitor)
-        finally:
+            code = self._steps(stop_at, monitor)
+        except BaseException:
             if monitor is not None:
-                monitor.close()
+                monitor.close()  # what failed in the loop is the error to report
+            raise
+        collective.raise_everywhere(monitor.close() if monitor is not None else None)
+        return code
 
     def _log(self, monitor: Monitor, done: dict, rate: float) -> OSError | None:
         """Progress and (every logging.every steps) a metrics row; returns a failed write's error."""
