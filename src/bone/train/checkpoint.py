@@ -14,6 +14,7 @@ that fail to read back (truncated, damaged) are a CorruptFileError naming the fi
 """
 from __future__ import annotations
 
+import errno
 import json
 import pickle
 import random
@@ -141,6 +142,10 @@ def load_torch(path: Path, keys: tuple[str, ...]) -> dict:
         raise MissingPathError(f"{path} is missing: the checkpoint {path.parent} is incomplete")
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
+    except OSError as err:  # the zip reader on a truncated file: EINVAL; a permission error stays what it is
+        if err.errno not in (None, errno.EINVAL):
+            raise
+        raise corrupt(path, f"{type(err).__name__}: {err.strerror or err}") from None
     except (RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as err:  # truncated, damaged
         raise corrupt(path, f"{type(err).__name__}: {str(err).split('. ')[0][:120] or 'no data'}") from None
     if not isinstance(obj, dict) or any(k not in obj for k in keys):
