@@ -113,3 +113,13 @@ def module_order(model_dir: Path, run: Path) -> list[str]:
 
     _, blocks, _ = bone.read_adapter(run / "adapter")
     return [n for n, _ in AutoModelForCausalLM.from_pretrained(model_dir).named_modules() if n in blocks]
+
+
+@pytest.mark.integration
+def test_zero3_processes_stop_together_at_a_non_finite_step(model_dir, tmp_path, divergence):
+    """ZeRO-3 applies the update inside backward (it does not check it in fp32): bone's all-reduced loss
+    still stops both processes before the step is saved."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launch_config(tmp_path, 3)),
+           "-m", "bone", "train", *map(str, overrides(model_dir, run, **divergence.overrides))]
+    divergence.check(subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600), run)
