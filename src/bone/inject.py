@@ -8,12 +8,13 @@ Linear/Conv1D except output heads; None is the default for the model's architect
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Iterator
 
 from torch import nn
 
-from . import variants
-from .bases import is_adaptable, shape_of
+from . import bases, variants
+from .bases import is_adaptable, kind_of, shape_of
 from .config import BoneConfig
 from .errors import ModelError
 from .layer import DEFAULT, BoneLinear
@@ -86,11 +87,15 @@ def resolve_targets(model: nn.Module, cfg: BoneConfig) -> list[str]:
             continue
         if isinstance(module, BoneLinear):
             raise ModelError(f"{name} already has a Bone adapter; call bone.unload(model) before applying again")
-        (names if is_adaptable(module) else not_linear).append(name)
+        if is_adaptable(module):
+            names.append(name)
+        else:
+            not_linear.append(f"{name} ({type(module).__name__})")
     if not_linear:
         raise ModelError(
-            f"target_modules={spec!r} matches non-linear module(s) {not_linear[:5]}; Bone adapts Linear/Conv1D "
-            f"layers only. Available: {_summarise(_linear_names(model))}"
+            f"target_modules={spec!r} matches module(s) of a type bone cannot adapt: {not_linear[:5]}; bone adapts "
+            f"nn.Linear, transformers Conv1D and bitsandbytes Linear4bit / Linear8bitLt layers. "
+            f"Available: {_summarise(_linear_names(model))}"
         )
     if not names:
         raise ModelError(f"target_modules={spec!r} matches no module. Available: {_summarise(_linear_names(model))}")
@@ -98,9 +103,13 @@ def resolve_targets(model: nn.Module, cfg: BoneConfig) -> list[str]:
 
 
 def check_shapes(model: nn.Module, names: list[str], cfg: BoneConfig) -> None:
-    """One ModelError listing every target the variant cannot adapt, with a value that works."""
+    """One ModelError listing every target the variant (or bone) cannot adapt, with a value that works."""
     variant = variants.get(cfg.variant)
     modules = dict(model.named_modules())
+    unusable = [f"  {n} ({type(modules[n]).__name__}): {why}" for n in names
+                if (why := kind_of(modules[n]).problem(modules[n])) is not None]
+    if unusable:
+        raise ModelError(f"bone cannot adapt {len(unusable)} layer(s):\n" + "\n".join(unusable))
     problems = []
     for name in names:
         out, in_ = shape_of(modules[name])
@@ -120,13 +129,22 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
+def _warn_notes(notes: list[tuple[str, str]]) -> None:
+    """One warning naming every layer whose `prepare` had something to say."""
+    if notes:
+        text = "; ".join(f"{name}: {note}" for name, note in notes[:6]) + (f"; ... ({len(notes)} layers)" if len(notes) > 6 else "")
+        warnings.warn(text, stacklevel=3)
+
+
 def apply(model: nn.Module, cfg: BoneConfig, *, modules: list[str] | None = None) -> nn.Module:
     """Inject Bone adapters in place; every non-adapter parameter is frozen. Returns `model`.
 
-    modules: adapt exactly these module names instead of resolving cfg.target_modules."""
+    modules: adapt exactly these module names instead of resolving cfg.target_modules.
+    Every layer of a known kind in the model is `prepare`d (bitsandbytes 4-bit layers: no CPU repacking)."""
     names = resolve_targets(model, cfg) if modules is None else list(modules)
     check_shapes(model, names, cfg)
     model.requires_grad_(False)
+    _warn_notes(bases.prepare(model, set(names)))
     for name in names:
         layer = BoneLinear(model.get_submodule(name))
         layer.add_adapter(DEFAULT, cfg)
