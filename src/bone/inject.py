@@ -47,7 +47,7 @@ def _matches(name: str, spec: list[str] | str) -> bool:
     return any(name == key or name.endswith("." + key) for key in spec)
 
 
-def _is_head(model: nn.Module, name: str, module: nn.Module) -> bool:
+def is_head(model: nn.Module, name: str, module: nn.Module) -> bool:
     get_out = getattr(model, "get_output_embeddings", None)
     out_emb = get_out() if callable(get_out) else None
     return module is out_emb or name.split(".")[-1] in _HEAD_NAMES
@@ -62,6 +62,14 @@ def _summarise(names: list[str], limit: int = 12) -> str:
     leaves = sorted({n.split(".")[-1] for n in names})
     text = ", ".join(leaves[:limit]) + (" ..." if len(leaves) > limit else "")
     return f"{text} ({len(names)} linear modules, e.g. {names[0] if names else 'none'})"
+
+
+def default_target_names(model: nn.Module) -> list[str]:
+    """Names of the adaptable modules the model's architecture targets by default (DEFAULT_TARGETS)."""
+    spec = DEFAULT_TARGETS.get(_model_type(model))
+    if spec is None:
+        return []
+    return [n for n, m in model.named_modules() if n and is_adaptable(m) and _matches(n, spec)]
 
 
 def resolve_targets(model: nn.Module, cfg: BoneConfig) -> list[str]:
@@ -80,7 +88,7 @@ def resolve_targets(model: nn.Module, cfg: BoneConfig) -> list[str]:
         if not name:
             continue
         if spec == "all-linear":
-            hit = is_adaptable(module) and not _is_head(model, name, module)
+            hit = is_adaptable(module) and not is_head(model, name, module)
         else:
             hit = _matches(name, spec)
         if not hit or (cfg.exclude_modules is not None and _matches(name, cfg.exclude_modules)):

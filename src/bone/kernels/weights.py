@@ -13,7 +13,8 @@ Every kernel reads W `(out, in)` through this interface, so a plain tensor and a
   linear(x, bias)    x W^T + bias without autograd, by the layer's own product (F.linear, or the
                  quantized layer's matmul)
   grad_input(g, rows)    g W, `rows` output rows of W at a time when W is not stored plainly
-  dense()        the whole W in `dtype` (the pure reference path; quantized: dequantized)
+  dense()        the whole W as a tensor, for the pure reference path: a plain weight itself, a
+                 quantized one dequantized in fp32
 
 `DenseRows` wraps a plain tensor (possibly a transposed view, as transformers' Conv1D weight.t()).
 `frozen_linear` is the base layer alone (a merged, disabled or adapter-less BoneLinear): F.linear
@@ -61,7 +62,7 @@ class WeightRows:
         return h
 
     def dense(self) -> Tensor:
-        return self.rows(0, self.shape[0], self.dtype)
+        return self.rows(0, self.shape[0], torch.float32)
 
 
 class DenseRows(WeightRows):

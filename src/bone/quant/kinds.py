@@ -42,6 +42,16 @@ class _QuantKind(BaseKind):
     def compute_dtype(self, layer):
         return layer.base_settings.compute_dtype
 
+    def reader(self, layer):
+        return self.rows(layer.weight, layer.base_settings, layer.training)
+
+    def rows_of(self, module: nn.Module):
+        """The WeightRows of a bitsandbytes module itself (not wrapped in a BoneLinear)."""
+        return self.rows(module.weight, self.settings(module), module.training)
+
+    def rows(self, weight, settings: QuantBase, training: bool):
+        raise NotImplementedError
+
     def rebuild(self, layer):
         module = layer.base_settings.module
         module.weight, module.bias = layer.weight, layer.bias
@@ -89,8 +99,8 @@ class Linear4bitKind(_QuantKind):
     def settings(self, module):
         return QuantBase(module, module.compute_dtype or module.weight.quant_state.dtype)
 
-    def reader(self, layer):
-        return Bnb4bitRows(layer.weight, layer.base_settings.compute_dtype)
+    def rows(self, weight, settings, training):
+        return Bnb4bitRows(weight, settings.compute_dtype)
 
 
 class Linear8bitKind(_QuantKind):
@@ -117,6 +127,5 @@ class Linear8bitKind(_QuantKind):
         dtype = getattr(module, "compute_dtype", None) or (module.bias.dtype if module.bias is not None else torch.float32)
         return QuantBase(module, dtype, float(module.state.threshold))
 
-    def reader(self, layer):
-        qb = layer.base_settings
-        return Bnb8bitRows(layer.weight, self._scb(qb.module), qb.compute_dtype, qb.threshold, layer.training)
+    def rows(self, weight, settings, training):
+        return Bnb8bitRows(weight, self._scb(settings.module), settings.compute_dtype, settings.threshold, training)
