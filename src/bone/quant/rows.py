@@ -39,6 +39,7 @@ class Bnb4bitRows(WeightRows):
     def __init__(self, weight: Tensor, compute_dtype: torch.dtype, chunk: int = 4096):
         qs = weight.quant_state
         self.weight, self.qs = weight, qs
+        self.requires_grad = weight.requires_grad
         self.shape = tuple(int(n) for n in qs.shape)
         self.dtype = compute_dtype
         self.codes = weight.data.view(torch.uint8).reshape(-1)  # a view of the packed codes
@@ -81,6 +82,7 @@ class Bnb8bitRows(WeightRows):
 
     def __init__(self, weight: Tensor, scb: Tensor, compute_dtype: torch.dtype, threshold: float, training: bool):
         self.weight, self.scb = weight, scb
+        self.requires_grad = weight.requires_grad
         self.shape = tuple(weight.shape)
         self.dtype = compute_dtype
         self.threshold, self.training = threshold, training
