@@ -36,15 +36,20 @@ def _logits(model, ids: torch.Tensor) -> torch.Tensor:
     return model(input_ids=ids).logits.float()
 
 
-def probe_difference(base: Path, adapter: Path, merged: Path, quantize=None) -> tuple[float, float]:
+def probe_difference(base: Path, adapter: Path, merged: Path, quantize=None, dequantized: bool = False) -> tuple[float, float]:
     """(max |logits(base + adapter) - logits(merged)|, max |logits|) on the probe batch, in float32.
 
     quantize: load the base quantized so ("nf4", "fp4", "int8" or a QuantConfig), as the adapter was
-    trained. The two models are loaded one after the other, never together."""
+    trained; dequantized: then replace its quantized weights by their fp32 dequantized values (what a
+    merge into the dequantized weights must equal: bitsandbytes' int8 product also rounds the
+    activations). The two models are loaded one after the other, never together."""
     from ..io import load
     from ..models import load_model
+    from ..quant.convert import dequantize
 
     model = load(load_model(base, dtype=torch.float32, quantize=quantize), adapter)
+    if dequantized:
+        dequantize(model)
     ids = probe_ids(model.config.vocab_size)
     want = _logits(model, ids)
     del model
@@ -81,18 +86,18 @@ def _write_dequantized(family, base: Path, adapter: Path, dest: Path, quant) -> 
 
 def _check(base: Path, adapter: Path, tmp: Path, family, quant, dequantized: bool, log) -> None:
     """The probe checks of `merge` (see the module docstring); raises when the merge is wrong."""
-    reference = quant if dequantized else None
-    diff, scale = probe_difference(base, adapter, tmp, reference)
+    what = f"{quant.method}-dequantized base" if dequantized else "base"
+    diff, scale = probe_difference(base, adapter, tmp, quant if dequantized else None, dequantized)
     tol = tolerance(family.stored_dtypes(base), scale)
-    what = f"{quant.method} base" if dequantized else "base"
     log(f"probe check: max |logit difference| merged vs {what}+adapter = {diff:.3e} "
         f"(logit scale {scale:.3g}, tolerance {tol:.1e}, batch {PROBE_SHAPE[0]}x{PROBE_SHAPE[1]}, float32)")
     if not diff <= tol:
         raise ConfigError(f"the merged model differs from {what} + adapter by {diff:.3e} > {tol:.1e}; nothing written")
-    if quant is not None and not dequantized:
+    if quant is not None:
         cost, _ = probe_difference(base, adapter, tmp, quant)
-        log(f"merged vs {quant.method} base+adapter (as trained) = {cost:.3e}: the cost of merging into the "
-            f"full-precision base (merge into the dequantized weights instead for ~0)")
+        choice = ("merging into the dequantized weights" if dequantized else
+                  "merging into the full-precision base (merge into the dequantized weights instead for the least)")
+        log(f"merged vs {quant.method} base+adapter (as trained, bitsandbytes' own product) = {cost:.3e}: the cost of {choice}")
 
 
 def merge(base: str | Path, adapter: str | Path, out: str | Path, *, overwrite: bool = False, check: bool = True,
