@@ -147,3 +147,16 @@ def test_folders_quantized_elsewhere(model_dir, tmp_path):
     reference = bone.load_model(model_dir, quantize="nf4")
     torch.testing.assert_close(logits(model, IDS), logits(reference, IDS), rtol=1e-5, atol=1e-5)
     bone.apply(model, bone.BoneConfig(r=16))
+
+
+@pytest.mark.integration
+def test_smollm2_trains_on_nf4():
+    """The embedded SmolLM2-135M (in_features 576 / 1536: multiples of 64) loads in nf4, every projection
+    quantized, and a col adapter takes a training step."""
+    model = bone.load_model("smollm2-135m", quantize="nf4")
+    assert sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()) == 210  # 7 projections x 30 layers
+    bone.apply(model, bone.BoneConfig(r=64, variant="col"))
+    ids = torch.randint(0, 1000, (1, 16), generator=torch.Generator().manual_seed(0))
+    model.train()(input_ids=ids, labels=ids).loss.backward()
+    grads = [p.grad for p in bone.trainable_parameters(model)]
+    assert len(grads) == 210 and all(g is not None and torch.isfinite(g).all() for g in grads)

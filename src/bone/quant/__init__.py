@@ -14,7 +14,7 @@ from importlib import import_module
 
 _WHERE = {
     "METHODS": "config", "QuantConfig": "config", "parse": "config",
-    "dequantize": "convert", "dequantized_state_dict": "convert", "is_quantized": "convert",
+    "dequantize": "convert", "is_quantized": "convert",
     "quantize_linears": "convert", "quantized_layers": "convert", "full_precision_modules": "convert",
 }
 __all__ = sorted(_WHERE)
