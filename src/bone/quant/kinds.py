@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..bases import BaseKind
+from ..errors import UsageError
 from . import packing
 from .bnb import loaded
 from .rows import Bnb4bitRows, Bnb8bitRows, exact_matmul
@@ -29,7 +30,7 @@ class QuantBase:
     """What a BoneLinear keeps about its quantized base besides `weight` and `bias`."""
 
     module: nn.Module  # the original bitsandbytes layer
-    compute_dtype: torch.dtype  # dtype of its base product and of the dequantized rows
+    compute_dtype: torch.dtype  # dtype of its base product (and of blocks made with BoneConfig(dtype=None))
     threshold: float = 0.0  # int8: LLM.int8 outlier threshold
 
 
@@ -41,6 +42,10 @@ class _QuantKind(BaseKind):
 
     def compute_dtype(self, layer):
         return layer.base_settings.compute_dtype
+
+    def weight_oi(self, weight):
+        raise UsageError("a quantized base has no plain (out, in) weight: read it through layer.frozen() (dequantized "
+                         "row chunks), or call bone.quant.dequantize(model) first")
 
     def reader(self, layer):
         return self.rows(layer.weight, layer.base_settings, layer.training)
