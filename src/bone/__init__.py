@@ -6,6 +6,7 @@
     model = bone.load(base, "out/adapter")  # bone, PEFT MiSS or legacy PEFT Bone dirs
     bone.merge(model); bone.unmerge(model)  # in place, exact
     with bone.disabled(model): ...          # base-model behaviour
+    model = bone.load_model(path, quantize="nf4")  # QBone: a bitsandbytes 4/8-bit frozen base (bone.quant)
 
 The names below are imported on first use, so `import bone` (and the `bone` command's `--help`)
 does not import torch.
