@@ -1,0 +1,78 @@
+"""FlashMissLinear: PEFT's `MissLinear` with a forward that runs a Flash-Bone kernel.
+
+`bone.flash` turns a planned `MissLinear` into this subclass in place (`layer.__class__`) and
+gives it a `FlashPlan`; `bone.unflash` turns it back. Nothing else changes: the parameters, the
+state dict, merge / unmerge, adapter management and `repr` are PEFT's own.
+
+What PEFT 0.21's `MissLinear.forward` computes for its one active adapter (x `(..., in)`,
+W `(out, in)`, block as stored):
+  init_weights="bat" (bone col)   y = x W'^T + bias, W'[a,b] = W[a,b] + W[a,b] B[a] + B[a], in the
+                                  dtype W + delta promotes to; no dropout on this branch
+  True / False (shard), "mini"    y = base_layer(x) + sum_j dropout(x_j) @ M (x zero-padded to a
+                                  multiple of r and cast to the block dtype first; mini's
+                                  M = block.repeat(1, out // mini_r))
+The kernels (`bone.kernels`) compute exactly that, with identical gradients wrt x and the block,
+and draw a shard dropout mask with the same single `F.dropout(x)` call PEFT makes.
+
+The forward takes the kernel only while the layer is as it was planned: the planned adapter is
+the one active adapter, adapters are enabled, nothing is merged, PEFT's input dtype casting is on,
+the base weight and bias are frozen, and the dtypes still give PEFT's arithmetic (see `runs`).
+Otherwise it is PEFT's forward, unchanged: a switched, disabled or merged layer behaves as PEFT.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from peft.tuners.miss import MissLinear
+from torch import Tensor
+
+from ..kernels.shard import dropout_p
+from ..variants import Variant
+
+
+def exact_dtype(variant: Variant, w: Tensor, block: Tensor) -> bool:
+    """Whether the kernel's arithmetic is PEFT's for these dtypes: the kernels compute col in the
+    block dtype, PEFT's bat branch in the dtype W + delta promotes to (the input path of
+    shard/mini runs in the block dtype in both)."""
+    return variant.has_input_path or torch.promote_types(w.dtype, block.dtype) == block.dtype
+
+
+@dataclass(frozen=True)
+class FlashPlan:
+    """What `bone.flash` decided for one layer."""
+
+    adapter: str  # the adapter the kernel runs: the layer's one active adapter at flash time
+    variant: Variant  # from PEFT's init_weights (`layer.miss_fn`)
+    shape: tuple[int, ...]  # the block shape the plan was checked with
+    fn: Callable[..., Tensor]  # variant.fused(chunk_size)
+
+    def runs(self, layer: "FlashMissLinear", x: Tensor) -> bool:
+        """Whether this call can take the kernel and give PEFT's result (cheap attribute checks)."""
+        if layer.disable_adapters or layer.merged or layer.active_adapters != [self.adapter]:
+            return False
+        if not layer.cast_input_dtype_enabled:
+            return False
+        base = layer.base_layer
+        if base.weight.requires_grad or (base.bias is not None and base.bias.requires_grad):
+            return False
+        block = layer.miss_block[self.adapter]
+        if tuple(block.shape) != self.shape or not exact_dtype(self.variant, base.weight, block):
+            return False
+        # PEFT draws the dropout mask on x cast to the block dtype; the kernel on x as given
+        return x.dtype == block.dtype or not dropout_p(layer.miss_dropout[self.adapter])
+
+
+class FlashMissLinear(MissLinear):
+    """A `MissLinear` flashed by `bone.flash`; `bone_flash` holds its `FlashPlan`."""
+
+    bone_flash: FlashPlan
+
+    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        plan = self.bone_flash
+        if args or kwargs or not plan.runs(self, x):
+            return super().forward(x, *args, **kwargs)
+        base = self.base_layer
+        y = plan.fn(x, base.weight, base.bias, self.miss_block[plan.adapter], self.miss_dropout[plan.adapter])
+        return y.to(x.dtype)
