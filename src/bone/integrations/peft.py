@@ -19,11 +19,13 @@ import inspect
 import sys
 import warnings
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from .. import variants
 from ..config import BoneConfig
 from ..errors import UsageError, require
+from ..variants import Variant
 
 VERIFIED = ((0, 21),)  # PEFT (major, minor) releases whose MissLinear the flash tests were run against
 _LAYOUT = ("base_layer", "miss_block", "miss_dropout", "miss_r", "miss_mini_r", "miss_fn", "quantization_backend",
@@ -57,6 +59,18 @@ def peft_problem(version: str) -> str | None:
     return None
 
 
+def running_adapters(layer: nn.Module) -> list[str]:
+    """The adapters PEFT's MiSS forward runs on `layer`: the active ones that have a block here."""
+    return [a for a in layer.active_adapters if a in layer.miss_block]
+
+
+def exact_dtype(variant: Variant, w: Tensor, block: Tensor) -> bool:
+    """Whether the kernel's arithmetic is PEFT's for these dtypes: the kernels compute col in the
+    block dtype, PEFT's bat branch in the dtype W + delta promotes to (the input path of
+    shard/mini runs in the block dtype in both)."""
+    return variant.has_input_path or torch.promote_types(w.dtype, block.dtype) == block.dtype
+
+
 def _flash_class():
     """FlashMissLinear when its module was imported (no layer can be flashed before), else None."""
     module = sys.modules.get(f"{__package__}.peft_layer")
@@ -80,7 +94,7 @@ def layout_problem(layer: nn.Module) -> str | None:
 
 def _plan(layer: nn.Module, chunk_size: int):
     """A FlashPlan for one MiSS layer, or the reason (a short phrase) it keeps PEFT's forward."""
-    from .peft_layer import FlashPlan, exact_dtype
+    from .peft_layer import FlashPlan
 
     problem = layout_problem(layer)
     if problem is not None:
@@ -88,9 +102,9 @@ def _plan(layer: nn.Module, chunk_size: int):
     base = layer.base_layer
     if layer.quantization_backend is not None or not isinstance(base, nn.Linear) or not base.weight.is_floating_point():
         return "quantized or non-Linear base layer"
-    active = [a for a in layer.active_adapters if a in layer.miss_block]
-    if len(layer.active_adapters) != 1 or len(active) != 1:
-        return "not exactly one active MiSS adapter"
+    active = running_adapters(layer)
+    if len(active) != 1:
+        return "several active MiSS adapters" if active else "no active MiSS adapter"
     name = active[0]
     variant = variants.from_peft("MISS", layer.miss_fn)
     if variant is None:

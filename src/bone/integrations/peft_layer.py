@@ -15,42 +15,36 @@ The kernels (`bone.kernels`) compute exactly that, with identical gradients wrt 
 and draw a shard dropout mask with the same single `F.dropout(x)` call PEFT makes.
 
 The forward takes the kernel only while the layer is as it was planned: the planned adapter is
-the one active adapter, adapters are enabled, nothing is merged, PEFT's input dtype casting is on,
-the base weight and bias are frozen, and the dtypes still give PEFT's arithmetic (see `runs`).
-Otherwise it is PEFT's forward, unchanged: a switched, disabled or merged layer behaves as PEFT.
+the only active adapter with a block on this layer, adapters are enabled, nothing is merged,
+PEFT's input dtype casting is on, the base weight and bias are frozen, and the dtypes still give
+PEFT's arithmetic (see `FlashPlan.runs`). Otherwise it is PEFT's forward, unchanged: a switched,
+disabled or merged layer behaves exactly as PEFT's.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import torch
 from peft.tuners.miss import MissLinear
 from torch import Tensor
 
 from ..kernels.shard import dropout_p
 from ..variants import Variant
-
-
-def exact_dtype(variant: Variant, w: Tensor, block: Tensor) -> bool:
-    """Whether the kernel's arithmetic is PEFT's for these dtypes: the kernels compute col in the
-    block dtype, PEFT's bat branch in the dtype W + delta promotes to (the input path of
-    shard/mini runs in the block dtype in both)."""
-    return variant.has_input_path or torch.promote_types(w.dtype, block.dtype) == block.dtype
+from .peft import exact_dtype, running_adapters
 
 
 @dataclass(frozen=True)
 class FlashPlan:
     """What `bone.flash` decided for one layer."""
 
-    adapter: str  # the adapter the kernel runs: the layer's one active adapter at flash time
+    adapter: str  # the adapter the kernel runs: the layer's one active MiSS adapter at flash time
     variant: Variant  # from PEFT's init_weights (`layer.miss_fn`)
     shape: tuple[int, ...]  # the block shape the plan was checked with
     fn: Callable[..., Tensor]  # variant.fused(chunk_size)
 
     def runs(self, layer: "FlashMissLinear", x: Tensor) -> bool:
         """Whether this call can take the kernel and give PEFT's result (cheap attribute checks)."""
-        if layer.disable_adapters or layer.merged or layer.active_adapters != [self.adapter]:
+        if layer.disable_adapters or layer.merged or running_adapters(layer) != [self.adapter]:
             return False
         if not layer.cast_input_dtype_enabled:
             return False
