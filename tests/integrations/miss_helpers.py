@@ -34,7 +34,10 @@ class NodeLog:
         self.handles = [m.register_forward_hook(self._hook) for _, m in miss_layers(model)]
 
     def _hook(self, module, args, out):
-        self.nodes.append(type(out.grad_fn).__name__ if out.grad_fn is not None else "none")
+        node = out.grad_fn
+        if type(node).__name__ == "ToCopyBackward0":  # the cast back to the input dtype
+            node = node.next_functions[0][0]
+        self.nodes.append(type(node).__name__ if node is not None else "none")
 
     def kernel_calls(self) -> int:
         return sum(n in KERNEL_NODES for n in self.nodes)
