@@ -32,3 +32,11 @@ def node_log():
     yield make
     for log in logs:
         log.close()
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """A tiny Llama + tokenizer folder (tests/tiny.py), shared by the trainer tests."""
+    import tiny
+
+    return tiny.make_model_dir(tmp_path_factory.mktemp("tiny-llama"))
