@@ -25,12 +25,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import torch
 from peft.tuners.miss import MissLinear
 from torch import Tensor
 
 from ..kernels.shard import dropout_p
 from ..variants import Variant
 from .peft import exact_dtype, running_adapters
+
+
+def _autocast(x: Tensor) -> bool:
+    return torch.is_autocast_enabled(x.device.type)
 
 
 @dataclass(frozen=True)
@@ -54,8 +59,16 @@ class FlashPlan:
         block = layer.miss_block[self.adapter]
         if tuple(block.shape) != self.shape or not exact_dtype(self.variant, base.weight, block):
             return False
-        # PEFT draws the dropout mask on x cast to the block dtype; the kernel on x as given
-        return x.dtype == block.dtype or not dropout_p(layer.miss_dropout[self.adapter])
+        # PEFT draws the dropout mask on x cast to the block dtype, the kernel on the x it gets (see `input`)
+        return x.dtype == block.dtype or _autocast(x) or not dropout_p(layer.miss_dropout[self.adapter])
+
+    def input(self, x: Tensor, block: Tensor) -> Tensor:
+        """x as the kernel takes it: under autocast, shard/mini get x in the block dtype as PEFT's
+        input path does (dropout and slice sums in that dtype; autocast casts it back for the base
+        product, so that is unchanged)."""
+        if self.variant.has_input_path and x.dtype != block.dtype and _autocast(x):
+            return x.to(block.dtype)
+        return x
 
 
 class FlashMissLinear(MissLinear):
@@ -67,6 +80,6 @@ class FlashMissLinear(MissLinear):
         plan = self.bone_flash
         if args or kwargs or not plan.runs(self, x):
             return super().forward(x, *args, **kwargs)
-        base = self.base_layer
-        y = plan.fn(x, base.weight, base.bias, self.miss_block[plan.adapter], self.miss_dropout[plan.adapter])
+        base, block = self.base_layer, self.miss_block[plan.adapter]
+        y = plan.fn(plan.input(x, block), base.weight, base.bias, block, self.miss_dropout[plan.adapter])
         return y.to(x.dtype)
