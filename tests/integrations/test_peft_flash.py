@@ -16,11 +16,12 @@ CASES = [("col", 0.0), ("shard", 0.0), ("shard", 0.3), ("mini", 0.0), ("mini", 0
 TOL = dict(rtol=1e-5, atol=1e-5)
 
 
-def step(model, ids, seed: int = 7):
+def step(model, ids, seed: int = 7, autocast: bool = False):
     """(loss, {trainable name: grad}, the next three RNG draws) of one forward + backward."""
     torch.manual_seed(seed)
     model.zero_grad(set_to_none=True)
-    loss = model(input_ids=ids, labels=ids).loss
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     return loss.detach(), grads, torch.rand(3)
@@ -49,6 +50,25 @@ def test_model_loss_gradients_and_rng_equal_peft(variant, dropout, make_peft, no
     again = step(model, ids)
     assert log.kernel_calls() == 14 and len(log.nodes) == 28  # PEFT's path again
     assert torch.equal(again[0], want[0])
+
+
+def _error(got, truth) -> float:
+    return max(((got[1][n] - g).norm() / g.norm()).item() for n, g in truth[1].items())
+
+
+@pytest.mark.parametrize("variant,dropout", [("col", 0.0), ("shard", 0.0), ("shard", 0.1), ("mini", 0.1)])
+def test_autocast_runs_every_layer_as_accurately_as_peft(variant, dropout, make_peft, node_log):
+    """bf16 autocast (Trainer bf16=True): equal to PEFT only to bf16 precision, so both are held to
+    the fp32 gradients; the dropout masks are PEFT's (x cast to the block dtype, as PEFT does)."""
+    model = make_peft(variant, dropout=dropout)
+    ids = torch.randint(0, 128, (2, 11), generator=torch.Generator().manual_seed(1))
+    truth, theirs = step(model, ids), step(model, ids, autocast=True)
+    log = node_log(bone.flash(model))
+    ours = step(model, ids, autocast=True)
+    assert log.kernel_calls() == 14 == len(log.nodes)
+    assert torch.equal(ours[2], theirs[2])
+    assert _error(ours, truth) < 1.5 * _error(theirs, truth) + 1e-3
+    assert abs(ours[0] - truth[0]) < 1.5 * abs(theirs[0] - truth[0]) + 1e-3
 
 
 @pytest.mark.parametrize("variant,dropout", CASES)
