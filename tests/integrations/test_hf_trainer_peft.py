@@ -6,7 +6,6 @@ from __future__ import annotations
 from functools import partial
 
 import pytest
-import torch
 
 import bone
 from bone.data import collate, load_records, to_examples, tokenize_examples
