@@ -74,7 +74,8 @@ class AdapterCheckpoints:
         return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """The adapter (bone.save layout), the tokenizer and the training arguments at `output_dir`."""
+        """The adapter (bone.save layout), the tokenizer and the training arguments at `output_dir`.
+        `state_dict` (Trainer passes one only for the FSDP / DeepSpeed runs refused above) is unused."""
         if not self.args.should_save:
             return
         output_dir = Path(output_dir if output_dir is not None else self.args.output_dir)
