@@ -6,6 +6,8 @@
     model = bone.load(base, "out/adapter")  # bone, PEFT MiSS or legacy PEFT Bone dirs
     bone.merge(model); bone.unmerge(model)  # in place, exact
     with bone.disabled(model): ...          # base-model behaviour
+    model = bone.load_model(path, quantize="nf4")  # QBone: a bitsandbytes 4/8-bit frozen base (bone.quant)
+    bone.flash(peft_model)                  # PEFT MiSS layers run the Flash-Bone kernels (bone.unflash undoes)
 
 The names below are imported on first use, so `import bone` (and the `bone` command's `--help`)
 does not import torch.
@@ -19,7 +21,8 @@ _WHERE = {
     "bone_layers": "inject", "trainable_parameters": "inject", "unload": "inject", "adapter_state_dict": "io",
     "load": "io", "read_adapter": "io", "save": "io", "BoneAdapter": "layer", "BoneLinear": "layer",
     "disabled": "merging", "merge": "merging", "merge_state_dict": "merging", "merge_weight": "merging",
-    "unmerge": "merging", "load_model": "models", "load_tokenizer": "models",
+    "unmerge": "merging", "load_model": "models", "load_tokenizer": "models", "flash": "integrations",
+    "unflash": "integrations",
 }
 __all__ = ["BoneError", *sorted(_WHERE)]
 __version__ = "0.1.0"

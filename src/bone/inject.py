@@ -8,12 +8,13 @@ Linear/Conv1D except output heads; None is the default for the model's architect
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Iterator
 
 from torch import nn
 
-from . import variants
-from .bases import is_adaptable, shape_of
+from . import bases, variants
+from .bases import is_adaptable, kind_of, shape_of
 from .config import BoneConfig
 from .errors import ModelError, UsageError
 from .layer import DEFAULT, BoneLinear
@@ -46,7 +47,7 @@ def _matches(name: str, spec: list[str] | str) -> bool:
     return any(name == key or name.endswith("." + key) for key in spec)
 
 
-def _is_head(model: nn.Module, name: str, module: nn.Module) -> bool:
+def is_head(model: nn.Module, name: str, module: nn.Module) -> bool:
     get_out = getattr(model, "get_output_embeddings", None)
     out_emb = get_out() if callable(get_out) else None
     return module is out_emb or name.split(".")[-1] in _HEAD_NAMES
@@ -61,6 +62,14 @@ def _summarise(names: list[str], limit: int = 12) -> str:
     leaves = sorted({n.split(".")[-1] for n in names})
     text = ", ".join(leaves[:limit]) + (" ..." if len(leaves) > limit else "")
     return f"{text} ({len(names)} linear modules, e.g. {names[0] if names else 'none'})"
+
+
+def default_target_names(model: nn.Module) -> list[str]:
+    """Names of the adaptable modules the model's architecture targets by default (DEFAULT_TARGETS)."""
+    spec = DEFAULT_TARGETS.get(_model_type(model))
+    if spec is None:
+        return []
+    return [n for n, m in model.named_modules() if n and is_adaptable(m) and _matches(n, spec)]
 
 
 def resolve_targets(model: nn.Module, cfg: BoneConfig) -> list[str]:
@@ -79,16 +88,20 @@ def resolve_targets(model: nn.Module, cfg: BoneConfig) -> list[str]:
         if not name:
             continue
         if spec == "all-linear":
-            hit = is_adaptable(module) and not _is_head(model, name, module)
+            hit = is_adaptable(module) and not is_head(model, name, module)
         else:
             hit = _matches(name, spec)
         if not hit or (cfg.exclude_modules is not None and _matches(name, cfg.exclude_modules)):
             continue
-        (names if is_adaptable(module) else not_linear).append(name)
+        if is_adaptable(module):
+            names.append(name)
+        else:
+            not_linear.append(f"{name} ({type(module).__name__})")
     if not_linear:
         raise ModelError(
-            f"target_modules={spec!r} matches non-linear module(s) {not_linear[:5]}; Bone adapts Linear/Conv1D "
-            f"layers only. Available: {_summarise(_linear_names(model))}"
+            f"target_modules={spec!r} matches module(s) of a type bone cannot adapt: {not_linear[:5]}; bone adapts "
+            f"nn.Linear, transformers Conv1D and bitsandbytes Linear4bit / Linear8bitLt layers. "
+            f"Available: {_summarise(_linear_names(model))}"
         )
     if not names:
         raise ModelError(f"target_modules={spec!r} matches no module. Available: {_summarise(_linear_names(model))}")
@@ -96,9 +109,13 @@ def resolve_targets(model: nn.Module, cfg: BoneConfig) -> list[str]:
 
 
 def check_shapes(model: nn.Module, names: list[str], cfg: BoneConfig) -> None:
-    """One ModelError listing every target the variant cannot adapt, with a value that works."""
+    """One ModelError listing every target the variant (or bone) cannot adapt, with a value that works."""
     variant = variants.get(cfg.variant)
     modules = dict(model.named_modules())
+    unusable = [f"  {n} ({type(modules[n]).__name__}): {why}" for n in names
+                if (why := kind_of(modules[n]).problem(modules[n])) is not None]
+    if unusable:
+        raise ModelError(f"bone cannot adapt {len(unusable)} layer(s):\n" + "\n".join(unusable))
     problems = []
     for name in names:
         out, in_ = shape_of(modules[name])
@@ -129,14 +146,23 @@ def require_unadapted(model: nn.Module) -> None:
             f"or start from a fresh base model")
 
 
+def _warn_notes(notes: list[tuple[str, str]]) -> None:
+    """One warning naming every layer whose `prepare` had something to say."""
+    if notes:
+        text = "; ".join(f"{name}: {note}" for name, note in notes[:6]) + (f"; ... ({len(notes)} layers)" if len(notes) > 6 else "")
+        warnings.warn(text, stacklevel=3)
+
+
 def apply(model: nn.Module, cfg: BoneConfig, *, modules: list[str] | None = None) -> nn.Module:
     """Inject Bone adapters in place; every non-adapter parameter is frozen. Returns `model`.
 
-    modules: adapt exactly these module names instead of resolving cfg.target_modules."""
+    modules: adapt exactly these module names instead of resolving cfg.target_modules.
+    Every layer of a known kind in the model is `prepare`d (bitsandbytes 4-bit layers: no CPU repacking)."""
     require_unadapted(model)
     names = resolve_targets(model, cfg) if modules is None else list(modules)
     check_shapes(model, names, cfg)
     model.requires_grad_(False)
+    _warn_notes(bases.prepare(model, set(names)))
     for name in names:
         layer = BoneLinear(model.get_submodule(name))
         layer.add_adapter(DEFAULT, cfg)

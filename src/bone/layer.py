@@ -9,15 +9,17 @@ A layer has at most one active adapter (the one its forward runs) and at most on
 Shapes: x `(..., in)`, weight `(out, in)` (Linear) or `(in, out)` (Conv1D), y `(..., out)`.
 Casts happen once at the boundary: the variant function receives the base-dtype input and
 `(out, in)` weight and the adapter-dtype block, and its result is cast back to the input's dtype.
+A quantized base (bitsandbytes, `bone.quant`) stays quantized: `frozen()` gives the kernels a
+`WeightRows` that dequantizes rows on demand, and merging refuses (see `bone.merging`).
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import bases, variants
 from .config import BoneConfig
+from .kernels.weights import frozen_linear
 
 DEFAULT = "default"  # the adapter name of bone.apply / bone.load
 
@@ -25,18 +27,19 @@ DEFAULT = "default"  # the adapter name of bone.apply / bone.load
 class BoneAdapter(nn.Module):
     """One Bone adapter on one layer: its block (the only trainable tensor), config and forward."""
 
-    def __init__(self, cfg: BoneConfig, out: int, in_: int, like: Tensor):
+    def __init__(self, cfg: BoneConfig, out: int, in_: int, dtype: torch.dtype, device: torch.device):
+        """dtype, device: the base's compute dtype (used when cfg.dtype is None) and device."""
         super().__init__()
         self.cfg = cfg
         self.variant = variants.get(cfg.variant)
         shape = self.variant.block_shape(out, in_, cfg.r, cfg.mini_r)
-        self.block = nn.Parameter(torch.zeros(shape, dtype=cfg.torch_dtype or like.dtype, device=like.device))
+        self.block = nn.Parameter(torch.zeros(shape, dtype=cfg.torch_dtype or dtype, device=device))
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout else None
         self.fn = self.variant.fused(cfg.chunk_size) if cfg.fused else self.variant.forward
 
-    def forward(self, x: Tensor, w_oi: Tensor, bias: Tensor | None) -> Tensor:
-        """x @ W'^T + bias in the adapter's compute dtype; w_oi is the base weight `(out, in)`."""
-        return self.fn(x, w_oi, bias, self.block, self.dropout)
+    def forward(self, x: Tensor, w, bias: Tensor | None) -> Tensor:
+        """x @ W'^T + bias in the adapter's compute dtype; w is the base weight `(out, in)` or a WeightRows."""
+        return self.fn(x, w, bias, self.block, self.dropout)
 
     def _fp32(self, w_oi: Tensor) -> tuple[Tensor, Tensor]:
         dt = torch.promote_types(w_oi.dtype, torch.float32)
@@ -56,7 +59,8 @@ class BoneAdapter(nn.Module):
 
 
 class BoneLinear(nn.Module):
-    """A Linear/Conv1D with Bone adapters; merged or disabled, it runs the base product only."""
+    """A Linear/Conv1D (or bitsandbytes 4/8-bit linear) with Bone adapters; merged or disabled, it
+    runs the base product only."""
 
     def __init__(self, base: nn.Module):
         super().__init__()
@@ -64,6 +68,7 @@ class BoneLinear(nn.Module):
         self.out_features, self.in_features = self.kind.shape(base)
         self.weight = base.weight
         self.bias = base.bias
+        self.base_settings = self.kind.settings(base)  # a quantized base's module and compute dtype
         self.bone_adapters = nn.ModuleDict()
         self.active: str | None = None  # the adapter the forward runs
         self.merged_name: str | None = None  # the adapter folded into self.weight
@@ -72,7 +77,7 @@ class BoneLinear(nn.Module):
     # --- adapters ---------------------------------------------------------------------------
     def add_adapter(self, name: str, cfg: BoneConfig) -> BoneAdapter:
         """A new zero-initialised adapter `name` (made active)."""
-        adapter = BoneAdapter(cfg, self.out_features, self.in_features, self.weight)
+        adapter = BoneAdapter(cfg, self.out_features, self.in_features, self.kind.compute_dtype(self), self.weight.device)
         self.bone_adapters[name] = adapter
         self.active = name
         return adapter
@@ -95,14 +100,23 @@ class BoneLinear(nn.Module):
     def transposed(self) -> bool:
         return self.kind.transposed
 
+    @property
+    def quantized(self) -> bool:
+        """The base weight is stored quantized (bitsandbytes); it cannot take a merge."""
+        return self.kind.quantized
+
     def weight_oi(self) -> Tensor:
-        """The base weight in `(out, in)` layout (a view for Conv1D)."""
+        """The base weight in `(out, in)` layout (a view for Conv1D); plain bases only."""
         return self.kind.weight_oi(self.weight)
+
+    def frozen(self):
+        """What the kernels read: the `(out, in)` weight view, or a quantized base's WeightRows."""
+        return self.kind.reader(self)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.merged_name is not None or self.disabled or self.active is None:
-            return F.linear(x, self.weight_oi(), self.bias)
-        return self.bone_adapters[self.active](x, self.weight_oi(), self.bias).to(x.dtype)
+            return frozen_linear(x, self.frozen(), self.bias).to(x.dtype)
+        return self.bone_adapters[self.active](x, self.frozen(), self.bias).to(x.dtype)
 
     def merged_weight(self, name: str | None = None) -> Tensor:
         """W' of adapter `name` (default: active) in storage layout and dtype; fp32 arithmetic."""
@@ -118,7 +132,13 @@ class BoneLinear(nn.Module):
 
     def to_base(self) -> nn.Module:
         """A plain module of the base kind sharing this layer's weight and bias (adapters dropped)."""
-        return self.kind.rebuild(self.weight, self.bias, self.out_features, self.in_features)
+        return self.kind.rebuild(self)
+
+    def rebase(self, weight: nn.Parameter) -> None:
+        """Replace the frozen base by a plain `(out, in)` Linear weight (e.g. a quantized base's
+        dequantized weight, `bone.quant.dequantize`); adapters are kept."""
+        self.kind, self.base_settings = bases.LinearKind(), None
+        self.weight = weight
 
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, base={self.kind.name}, "

@@ -3,7 +3,8 @@
 All arithmetic is fp32 (fp64 for col/row inverses) with one cast back to the weight's dtype.
 `merge(model, safe=True)` computes and checks every merged weight before writing any, so a broken
 adapter (NaN/inf) leaves the model exactly as it was. `unmerge` checks that every col/row block's
-`I + B` is invertible before it writes anything.
+`I + B` is invertible before it writes anything. A quantized base (bitsandbytes) is refused:
+requantizing W' would round most of the adapter's update away (see `QUANTIZED_MERGE`).
 """
 from __future__ import annotations
 
@@ -27,8 +28,19 @@ def _require_layers(model: nn.Module) -> list:
     return layers
 
 
+QUANTIZED_MERGE = (
+    "bone.merge does not requantize: rounding W' back to 4/8 bits would lose most of the adapter's update. "
+    "Merge into a full-precision copy of the base (bone merge --base <full-precision model> --adapter <dir>), or into "
+    "the dequantized weights the adapter was trained against (bone.quant.dequantize(model), then bone.merge(model))"
+)
+
+
 def merge(model: nn.Module, safe: bool = False) -> nn.Module:
-    """Fold every adapter into its base weight (in place). Layers already merged are skipped."""
+    """Fold every adapter into its base weight (in place). Layers already merged are skipped.
+    Refuses (before any change) when a base is quantized; see `QUANTIZED_MERGE`."""
+    quantized = [n for n, layer in _require_layers(model) if layer.quantized]
+    if quantized:
+        raise ModelError(f"{len(quantized)} adapted layer(s) have a quantized base (e.g. {quantized[0]}): {QUANTIZED_MERGE}")
     layers = [(n, layer) for n, layer in _require_layers(model) if not layer.merged]
     if safe:
         for name, layer in layers:

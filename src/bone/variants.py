@@ -16,7 +16,8 @@ A fifth variant is one more class here plus one entry in `VARIANTS`.
 The math methods are pure and differentiable; they are the references the fused kernels in
 `bone.kernels` are checked against. `forward(x, w, bias, block, dropout)` returns `x @ W'^T + bias`:
 col/row compute in the block's dtype; shard/mini run the base product in the weight's dtype and
-the shard path in the block's dtype (as PEFT does).
+the shard path in the block's dtype (as PEFT does). `w` may be a quantized base's
+`kernels.WeightRows`: the reference then runs on its whole dequantized weight (`dense()`).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import kernels
+from .kernels.weights import dense
 from .errors import AdapterError, ConfigError
 
 MAX_COND = 1e5  # col/row unmerge refuses blocks whose I + B has a larger condition number
@@ -182,7 +184,7 @@ class Col(Variant):
     def forward(self, x, w, bias, block, dropout=None):
         dt = block.dtype
         b = None if bias is None else bias.to(dt)
-        return F.linear(x.to(dt), self.merged(w.to(dt), block), b)
+        return F.linear(x.to(dt), self.merged(dense(w).to(dt), block), b)
 
 
 class Row(Col):
@@ -258,7 +260,8 @@ class Shard(Variant):
         return w_merged - self.delta(block, *w_merged.shape)
 
     def forward(self, x, w, bias, block, dropout=None):
-        base = F.linear(x, w, bias)
+        w = dense(w)
+        base = F.linear(x.to(w.dtype), w, None if bias is None else bias.to(w.dtype))
         xd = x if dropout is None else dropout(x)
         m = self.shard(block, w.shape[0])
         return base + shard_sum(xd.to(block.dtype), m.shape[0]) @ m

@@ -60,7 +60,8 @@ def test_targets_matching_nothing_list_available_linears(make_llama):
 
 def test_targets_matching_non_linear_module(make_llama):
     model = make_llama()
-    with pytest.raises(ValueError, match=r"matches non-linear module.*self_attn.*Linear/Conv1D layers only"):
+    with pytest.raises(ValueError, match=r"matches module\(s\) of a type bone cannot adapt.*self_attn \(LlamaAttention\)"
+                                         r".*nn.Linear, transformers Conv1D and bitsandbytes Linear4bit"):
         bone.apply(model, bone.BoneConfig(r=16, target_modules=["self_attn"]))
 
 

@@ -55,7 +55,7 @@ def test_rwkv_chat_reads_only_the_new_turn(rwkv, tokenizer, plain_tokenizer, fed
     session = ChatSession(rwkv, tok, fmt, GREEDY)
     counter = fed(rwkv)
     history: list[int] = []
-    finishes = []
+    finishes, last, last_content = [], None, []
     for i, text in enumerate(TURNS):
         if i == 0:
             new = fmt.prompt_ids([{"role": "user", "content": text}])
@@ -66,7 +66,7 @@ def test_rwkv_chat_reads_only_the_new_turn(rwkv, tokenizer, plain_tokenizer, fed
         pieces = list(session.send(text))
         read, last = counter.take(), session.last
         assert read == len(unfed) + len(new) + len(last.token_ids) - 1  # new tokens only, each once
-        history += (last_content if i else []) + new
+        history += last_content + new
         want = generate_ids(rwkv, tok, [history], GREEDY)[0]
         assert last.token_ids == want.token_ids and "".join(pieces) == last.text == want.text
         last_content = last.token_ids[:-1] if last.finish_reason == "eos" else last.token_ids

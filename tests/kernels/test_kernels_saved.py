@@ -59,3 +59,45 @@ def test_layer_uses_fused_path_by_default():
             m(x).sum()
         kept[fused] = [s for s, ptr in log.shapes if ptr not in params and torch.Size(s).numel() >= 32 * 64]
     assert kept[True] == [] and kept[False] != []
+
+
+def _storages(module) -> set[int]:
+    """Storages of a bitsandbytes layer's own tensors: its parameters and its quantization state."""
+    ptrs = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    qs = getattr(module.weight, "quant_state", None)
+    if qs is not None:
+        ptrs |= {t.untyped_storage().data_ptr() for t in (qs.absmax, qs.code)}
+        if qs.nested:
+            ptrs |= {t.untyped_storage().data_ptr() for t in (qs.state2.absmax, qs.state2.code, qs.offset)}
+    scales = [getattr(module.weight, "SCB", None), getattr(getattr(module, "state", None), "SCB", None)]
+    return ptrs | {t.untyped_storage().data_ptr() for t in scales if t is not None}
+
+
+@pytest.mark.parametrize("spec", ["nf4-dq", "fp4", "int8"])
+@pytest.mark.parametrize("variant,mini_r", [("col", None), ("row", None), ("shard", None), ("mini", 8)])
+def test_quantized_base_keeps_nothing_weight_sized(spec, variant, mini_r):
+    """On a bitsandbytes base the kernels save x and the block (col/row) or s (shard/mini) and keep a
+    WeightRows on ctx that refers only to the layer's own codes and scales; the reference keeps the
+    dequantized weight."""
+    from bnb_layers import quantized
+
+    from bone.kernels.weights import WeightRows
+    from bone.layer import BoneLinear
+
+    out, in_, r = 128, 192, 16
+    q = quantized(spec, out, in_)
+    w = BoneLinear(q).train().frozen()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, in_, generator=g, requires_grad=True)
+    blk = torch.zeros(variants.get(variant).block_shape(out, in_, r, mini_r), requires_grad=True)
+    log, y = _saved(variants.get(variant).fused(32), x, w, q.bias.detach(), blk)
+    mine = _storages(q)
+    want = x.numel() * 4 + blk.numel() * 4 if variant in ("col", "row") else x.numel() // in_ * r * 4
+    exclude = {blk.untyped_storage().data_ptr()} if variant not in ("col", "row") else set()
+    assert log.bytes(mine | exclude) == want
+    kept = y.grad_fn.frozen  # the ctx of the autograd Function
+    assert isinstance(kept, WeightRows)
+    held = [t for t in vars(kept).values() if isinstance(t, torch.Tensor)]
+    assert held and {t.untyped_storage().data_ptr() for t in held} <= mine
+    ref_log, _ = _saved(variants.get(variant).forward, x, w, q.bias.detach(), blk)
+    assert any(torch.Size(s).numel() >= out * in_ and p not in mine for s, p in ref_log.shapes)  # the check bites

@@ -3,6 +3,12 @@
 The family of the base (`bone.models.family`) writes the merged files: Hugging Face folders are
 streamed shard by shard, RWKV `.pth` files go through `merge_pth`. The result is written under a
 temporary name, compared with base + adapter on a probe batch, and only then renamed to `out`.
+
+An adapter trained on a quantized base (`quantize`, as it was loaded for training) merges either
+into the full-precision base (the usual QLoRA practice: the probe check runs against the
+full-precision base + adapter, and the difference to the quantized base + adapter, the cost of
+that choice, is reported) or, with `dequantized=True`, into the dequantized weights it was
+trained against (checked against the quantized base + adapter; the base's dtypes are kept).
 torch is imported when a merge runs, so `bone merge --help` and `bone export --help` start fast.
 """
 from __future__ import annotations
@@ -37,16 +43,22 @@ def _logits(model, ids: torch.Tensor) -> torch.Tensor:
         return model(input_ids=ids).logits.float()
 
 
-def probe_difference(base: Path, adapter: Path, merged: Path) -> tuple[float, float]:
+def probe_difference(base: Path, adapter: Path, merged: Path, quantize=None, dequantized: bool = False) -> tuple[float, float]:
     """(max |logits(base + adapter) - logits(merged)|, max |logits|) on the probe batch, in float32.
 
-    The two models are loaded one after the other, never together."""
+    quantize: load the base quantized so ("nf4", "fp4", "int8" or a QuantConfig), as the adapter was
+    trained; dequantized: then replace its quantized weights by their fp32 dequantized values (what a
+    merge into the dequantized weights must equal: bitsandbytes' int8 product also rounds the
+    activations). The two models are loaded one after the other, never together."""
     import torch
 
     from ..io import load
     from ..models import load_model
+    from ..quant.convert import dequantize
 
-    model = load(load_model(base, dtype=torch.float32), adapter)
+    model = load(load_model(base, dtype=torch.float32, quantize=quantize), adapter)
+    if dequantized:
+        dequantize(model)
     ids = probe_ids(model.config.vocab_size)
     want = _logits(model, ids)
     del model
@@ -69,10 +81,55 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _write_dequantized(family, base: Path, adapter: Path, dest: Path, quant) -> str:
+    """base loaded with `quant` + adapter, dequantized and merged, written to `dest` in base's format."""
+    import torch
+
+    from .. import merge as merge_model
+    from ..inject import unload
+    from ..io import load
+    from ..models import load_model
+    from ..quant.convert import dequantize
+
+    model = load(load_model(base, dtype=torch.float32, quantize=quant), adapter)
+    dequantize(model)
+    family.save_model(unload(merge_model(model)), base, dest)
+    return f"merged {adapter} into the {quant.method}-dequantized weights of {base}"
+
+
+def _check(base: Path, adapter: Path, tmp: Path, family, quant, dequantized: bool, log) -> None:
+    """The probe checks of `merge` (see the module docstring); raises when the merge is wrong."""
+    what = f"{quant.method}-dequantized base" if dequantized else "base"
+    diff, scale = probe_difference(base, adapter, tmp, quant if dequantized else None, dequantized)
+    tol = tolerance(family.stored_dtypes(base), scale)
+    log(f"probe check: max |logit difference| merged vs {what}+adapter = {diff:.3e} "
+        f"(logit scale {scale:.3g}, tolerance {tol:.1e}, batch {PROBE_SHAPE[0]}x{PROBE_SHAPE[1]}, float32)")
+    if not diff <= tol:
+        raise ConfigError(f"the merged model differs from {what} + adapter by {diff:.3e} > {tol:.1e}; nothing written")
+    if quant is not None:
+        cost, _ = probe_difference(base, adapter, tmp, quant)
+        choice = ("merging into the dequantized weights" if dequantized else
+                  "merging into the full-precision base (merge into the dequantized weights instead for the least)")
+        log(f"merged vs {quant.method} base+adapter (as trained, bitsandbytes' own product) = {cost:.3e}: the cost of {choice}")
+
+
 def merge(base: str | Path, adapter: str | Path, out: str | Path, *, overwrite: bool = False, check: bool = True,
-          log=print) -> Path:
-    """Merge `adapter` into `base` and write `out` (HF folder or `.pth`); returns `out`."""
+          log=print, quantize=None, dequantized: bool = False) -> Path:
+    """Merge `adapter` into `base` and write `out` (HF folder or `.pth`); returns `out`.
+
+    quantize: how the adapter's training loaded the base ("nf4", "fp4", "int8", a QuantConfig or None).
+    dequantized: merge into the dequantized weights the adapter was trained against (needs quantize)."""
     from ..models import family_of, resolve
+    from ..quant.config import parse
+
+    quant = parse(quantize)
+    if dequantized and quant is None:
+        raise ConfigError("a merge into the dequantized weights needs the quantization the adapter was trained "
+                          "with (quantize='nf4', 'fp4' or 'int8')")
+    if quant is not None:
+        from ..quant.bnb import require
+
+        require()
 
     base, adapter, out = Path(resolve(base)), Path(adapter), Path(out)
     if not base.exists():
@@ -91,14 +148,12 @@ def merge(base: str | Path, adapter: str | Path, out: str | Path, *, overwrite: 
     remove_stale(out)
     tmp = temp_sibling(out, "" if base.is_dir() else out.suffix)  # a file keeps its suffix: families go by it
     try:
-        log(family.merge_files(base, adapter, tmp))
+        if dequantized:
+            log(_write_dequantized(family, base, adapter, tmp, quant))
+        else:
+            log(family.merge_files(base, adapter, tmp))
         if check:
-            diff, scale = probe_difference(base, adapter, tmp)
-            tol = tolerance(family.stored_dtypes(base), scale)
-            log(f"probe check: max |logit difference| merged vs base+adapter = {diff:.3e} "
-                f"(logit scale {scale:.3g}, tolerance {tol:.1e}, batch {PROBE_SHAPE[0]}x{PROBE_SHAPE[1]}, float32)")
-            if not diff <= tol:
-                raise ConfigError(f"the merged model differs from base + adapter by {diff:.3e} > {tol:.1e}; nothing written")
+            _check(base, adapter, tmp, family, quant, dequantized, log)
         if tmp.is_dir():
             replace_dir(tmp, out)
         else:

@@ -5,6 +5,8 @@ signature and semantics of that variant's reference `forward`:
 `(x, w, bias, block, dropout) -> x @ W'^T + bias`, with the same output dtype and the same
 gradients wrt x and block (W and bias are frozen). `chunk_size` is the number of output rows of
 any weight-sized temporary materialised at once (col's W', a dtype-cast W, shard's W + dW).
+`w` is a tensor `(out, in)` or a `weights.WeightRows` (a quantized base, `bone.quant`): every
+kernel reads W through that interface, so both run the same code.
 
   col    `blockwise.ColFn`: W' rebuilt chunk by chunk in forward and backward; on CUDA with
          Triton, `triton_col` applies the block transform to W tiles inside the GEMM instead.
@@ -21,8 +23,9 @@ from ..errors import ConfigError, UsageError
 from . import triton_col
 from .blockwise import ColFn, RowFn
 from .shard import ShardFn, dropout_p
+from .weights import DenseRows, WeightRows
 
-__all__ = ["ColFn", "RowFn", "ShardFn", "ColForward", "RowForward", "ShardForward"]
+__all__ = ["ColFn", "RowFn", "ShardFn", "ColForward", "RowForward", "ShardForward", "DenseRows", "WeightRows"]
 
 
 def _check_chunk(chunk_size) -> None:
@@ -30,7 +33,7 @@ def _check_chunk(chunk_size) -> None:
         raise ConfigError(f"chunk_size must be a positive int, got {chunk_size!r}")
 
 
-def _check_frozen(w: Tensor, bias: Tensor | None) -> None:
+def _check_frozen(w, bias: Tensor | None) -> None:
     if w.requires_grad or (bias is not None and bias.requires_grad):
         raise UsageError(
             "Flash-Bone kernels treat the base weight and bias as frozen, but one requires grad; "

@@ -8,7 +8,8 @@ col (B `(A, r, r)`), W'[a,b] = W[a,b] (I + B[a]) + B[a]:
   forward   y = x W'^T + bias, W' rebuilt `chunk` output rows at a time (never whole)
   backward  dx = g W' (same chunks), G_c = g_c^T x per chunk,
             dB[a] = sum_b W[a,b]^T G[a,b] + G[a,b] = bmm(G_c^T, W_c)^T + sum_b G_c[a,b]
-  saved     x, B and the frozen W parameter itself (no copy): no (out, in) temporary survives.
+  saved     x, B and the frozen W parameter itself (no copy; a quantized base's WeightRows, which
+            refers to the layer's own codes and scales): no (out, in) temporary survives.
 
 row (D `(K, r, r)`), W'[a,b] = W[a,b] (I + D[b]) + D[b] factorises exactly, so W' never exists:
   forward   y = x~ W^T + c (c added to every output block), x~_b = x_b (I + D[b])^T,
@@ -17,7 +18,9 @@ row (D `(K, r, r)`), W'[a,b] = W[a,b] (I + D[b]) + D[b] factorises exactly, so W
   so row costs the frozen layer's two GEMMs plus O(T * in * r) work.
 
 Both compute in the block's dtype (as the reference); a base weight of another dtype is cast
-`chunk` output rows at a time. `w` may be a non-contiguous view (transformers Conv1D: weight.t()).
+`chunk` output rows at a time. `w` is a tensor, possibly a non-contiguous view (transformers
+Conv1D: weight.t()), or a `weights.WeightRows` (a quantized base, dequantized `chunk` output rows
+at a time in forward and again in backward: no full-precision copy of W is ever alive).
 """
 from __future__ import annotations
 
@@ -25,16 +28,18 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
+from . import weights
+
 
 def _rows(chunk_size: int, r: int, out: int) -> int:
     """Output rows per chunk: a multiple of r, at least r, at most out."""
     return min(out, max(r, chunk_size // r * r))
 
 
-def _blocks3(wc: Tensor, r: int, dt: torch.dtype) -> Tensor:
-    """W rows `(c, in)` -> `(c/r, r * in/r, r)` in dtype dt: [a, (i b), j] = W[a*r+i, b*r+j]."""
+def _blocks3(wc: Tensor, r: int) -> Tensor:
+    """W rows `(c, in)` -> `(c/r, r * in/r, r)`: [a, (i b), j] = W[a*r+i, b*r+j]."""
     c, in_ = wc.shape
-    return wc.to(dt).reshape(c // r, r * (in_ // r), r)
+    return wc.reshape(c // r, r * (in_ // r), r)
 
 
 def _col_merged(w3: Tensor, bc: Tensor) -> Tensor:
@@ -49,24 +54,25 @@ class ColFn(Function):
     """y = x W'^T + bias for col; see the module docstring."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, w: Tensor, bias: Tensor | None, block: Tensor, chunk_size: int) -> Tensor:
-        dt, (out, in_), r = block.dtype, w.shape, block.shape[-1]
+    def forward(ctx, x: Tensor, w, bias: Tensor | None, block: Tensor, chunk_size: int) -> Tensor:
+        wr = weights.as_rows(w)
+        dt, (out, in_), r = block.dtype, wr.shape, block.shape[-1]
         rows = _rows(chunk_size, r, out)
         x2 = x.reshape(-1, in_).to(dt)
         bias = None if bias is None else bias.to(dt)
         chunks = []
         for o0 in range(0, out, rows):
-            wp = _col_merged(_blocks3(w[o0:o0 + rows], r, dt), block[o0 // r:(o0 + rows) // r])
+            wp = _col_merged(_blocks3(wr.rows(o0, o0 + rows, dt), r), block[o0 // r:(o0 + rows) // r])
             chunks.append(torch.nn.functional.linear(x2, wp, None if bias is None else bias[o0:o0 + rows]))
         y = chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
-        ctx.save_for_backward(x, w, block)
+        weights.save(ctx, w, x, block)
         ctx.rows = rows
         return y.view(*x.shape[:-1], out)
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        x, w, block = ctx.saved_tensors
-        dt, (out, in_), r, rows = block.dtype, w.shape, block.shape[-1], ctx.rows
+        wr, x, block = weights.saved(ctx)
+        dt, (out, in_), r, rows = block.dtype, wr.shape, block.shape[-1], ctx.rows
         need_x, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
         g2 = g.reshape(-1, out).to(dt)
         x2 = x.reshape(-1, in_).to(dt)
@@ -74,7 +80,7 @@ class ColFn(Function):
         db = torch.empty_like(block) if need_b else None
         for o0 in range(0, out, rows):
             a0, a1 = o0 // r, (o0 + rows) // r
-            w3 = _blocks3(w[o0:o0 + rows], r, dt)
+            w3 = _blocks3(wr.rows(o0, o0 + rows, dt), r)
             gc = g2[:, o0:o0 + rows]
             if need_x:
                 wp = _col_merged(w3, block[a0:a1])
@@ -87,20 +93,22 @@ class ColFn(Function):
         return dx, None, None, db, None
 
 
-def _linear_cast(x2: Tensor, w: Tensor, dt: torch.dtype, rows: int) -> Tensor:
-    """x2 `(T, in)` @ W^T in dtype dt, casting W `rows` output rows at a time."""
-    if w.dtype == dt:
-        return x2 @ w.t()
-    return torch.cat([x2 @ w[o0:o0 + rows].to(dt).t() for o0 in range(0, w.shape[0], rows)], dim=1)
+def _linear_cast(x2: Tensor, wr: weights.WeightRows, dt: torch.dtype, rows: int) -> Tensor:
+    """x2 `(T, in)` @ W^T in dtype dt, reading W `rows` output rows at a time unless it is whole in dt."""
+    whole = wr.whole(dt)
+    if whole is not None:
+        return x2 @ whole.t()
+    return torch.cat([x2 @ wr.rows(o0, o0 + rows, dt).t() for o0 in range(0, wr.shape[0], rows)], dim=1)
 
 
-def _grad_cast(g2: Tensor, w: Tensor, dt: torch.dtype, rows: int) -> Tensor:
-    """g2 `(T, out)` @ W in dtype dt, casting W `rows` output rows at a time."""
-    if w.dtype == dt:
-        return g2 @ w
+def _grad_cast(g2: Tensor, wr: weights.WeightRows, dt: torch.dtype, rows: int) -> Tensor:
+    """g2 `(T, out)` @ W in dtype dt, reading W `rows` output rows at a time unless it is whole in dt."""
+    whole = wr.whole(dt)
+    if whole is not None:
+        return g2 @ whole
     h = None
-    for o0 in range(0, w.shape[0], rows):
-        wc, gc = w[o0:o0 + rows].to(dt), g2[:, o0:o0 + rows]
+    for o0 in range(0, wr.shape[0], rows):
+        wc, gc = wr.rows(o0, o0 + rows, dt), g2[:, o0:o0 + rows]
         h = gc @ wc if h is None else h.addmm_(gc, wc)
     return h
 
@@ -109,29 +117,30 @@ class RowFn(Function):
     """y = x W'^T + bias for row, through the exact factorisation in the module docstring."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, w: Tensor, bias: Tensor | None, block: Tensor, chunk_size: int) -> Tensor:
-        dt, (out, in_), r = block.dtype, w.shape, block.shape[-1]
+    def forward(ctx, x: Tensor, w, bias: Tensor | None, block: Tensor, chunk_size: int) -> Tensor:
+        wr = weights.as_rows(w)
+        dt, (out, in_), r = block.dtype, wr.shape, block.shape[-1]
         rows = _rows(chunk_size, r, out)
         x2 = x.reshape(-1, in_).to(dt)
         t = x2.shape[0]
         x3 = x2.view(t, in_ // r, r).transpose(0, 1)  # (K, T, r)
         xd = torch.bmm(x3, block.transpose(1, 2))  # x_b D[b]^T, (K, T, r)
         xt = (x3 + xd).transpose(0, 1).reshape(t, in_)  # x~
-        y = _linear_cast(xt, w, dt, rows)
+        y = _linear_cast(xt, wr, dt, rows)
         y.view(t, out // r, r).add_(xd.sum(0)[:, None, :])
         if bias is not None:
             y.add_(bias.to(dt))
-        ctx.save_for_backward(x, w, block)
+        weights.save(ctx, w, x, block)
         ctx.rows = rows
         return y.view(*x.shape[:-1], out)
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        x, w, block = ctx.saved_tensors
-        dt, (out, in_), r = block.dtype, w.shape, block.shape[-1]
+        wr, x, block = weights.saved(ctx)
+        dt, (out, in_), r = block.dtype, wr.shape, block.shape[-1]
         g2 = g.reshape(-1, out).to(dt)
         t = g2.shape[0]
-        h = _grad_cast(g2, w, dt, ctx.rows)  # g W, (T, in)
+        h = _grad_cast(g2, wr, dt, ctx.rows)  # g W, (T, in)
         q3 = (h.view(t, in_ // r, r) + g2.view(t, out // r, r).sum(1)[:, None, :]).transpose(0, 1)
         dx = db = None
         if ctx.needs_input_grad[0]:

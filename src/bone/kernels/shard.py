@@ -12,8 +12,11 @@ never builds the repeated `(r, out)` block.
   saved     s, the block and the frozen W parameter (no copy): no input-sized tensor, and no
             padded copy of x for in % r != 0 (see `bone.kernels.slices`).
 
-Without active dropout and with block dtype == weight dtype, the adapter is folded into the
-weight instead: y = x (W + dW)^T + bias and dx = g (W + dW), with W + dW `chunk` output rows at
+The base product x W^T is the weight's own (`weights.WeightRows.linear`): F.linear for a plain
+weight, the quantized layer's matmul for a quantized base; g W reads W in `chunk` output rows.
+
+Without active dropout and with a plain weight of the block's dtype, the adapter is folded into
+the weight instead: y = x (W + dW)^T + bias and dx = g (W + dW), with W + dW `chunk` output rows at
 a time (dW[o, j*r+i] = M[i, o], a transient, never saved). That replaces the two `T x r x out`
 products s M and g M^T by two `out x in` additions; dblock = s^T gs stays. Mixed dtypes keep the
 separate path because the reference runs the shard product in the block's dtype.
@@ -30,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd import Function
 
+from . import weights
 from .slices import add_tiled_, mul_tiled_, slice_sum, tiled_plus
 
 
@@ -60,40 +64,41 @@ def _redraw_mask(like: Tensor, p: float, state: Tensor) -> Tensor:
         return F.dropout(torch.ones_like(like), p, True)
 
 
-def _merged_chunks(w: Tensor, mt: Tensor, rows: int):
+def _merged_chunks(wr: weights.WeightRows, mt: Tensor, rows: int):
     """(o0, W'[o0:o0+rows]) with W' = W + M^T tiled along in; mt = M^T `(out, r)`."""
-    for o0 in range(0, w.shape[0], rows):
-        yield o0, tiled_plus(w[o0:o0 + rows], mt[o0:o0 + rows])
+    for o0 in range(0, wr.shape[0], rows):
+        yield o0, tiled_plus(wr.rows(o0, o0 + rows, wr.dtype), mt[o0:o0 + rows])
 
 
 class ShardFn(Function):
     """y = x W^T + bias + slice_sum(dropout(x)) @ M for shard/mini; see the module docstring."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, w: Tensor, bias: Tensor | None, block: Tensor, p: float, chunk_size: int) -> Tensor:
-        dt, (out, in_), (r, n) = block.dtype, w.shape, block.shape
+    def forward(ctx, x: Tensor, w, bias: Tensor | None, block: Tensor, p: float, chunk_size: int) -> Tensor:
+        wr = weights.as_rows(w)
+        dt, (out, in_), (r, n) = block.dtype, wr.shape, block.shape
         ctx.rng_state = _rng_state(x.device) if p else None
-        ctx.merge = not p and w.dtype == dt
+        ctx.merge = not p and wr.folds(dt)
         rows = max(1, min(out, chunk_size))
         xd = F.dropout(x, p, True) if p else x
         s = slice_sum(xd.reshape(-1, in_), r, dt)
         if ctx.merge:
             x2, mt = x.reshape(-1, in_), block.t().repeat(out // n, 1)
-            ys = [F.linear(x2, wp, None if bias is None else bias[o0:o0 + rows]) for o0, wp in _merged_chunks(w, mt, rows)]
+            ys = [F.linear(x2, wp, None if bias is None else bias[o0:o0 + rows]) for o0, wp in _merged_chunks(wr, mt, rows)]
             y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)
         else:
             u = s @ block  # (T, n)
-            base = F.linear(x, w, bias).reshape(-1, out // n, n)
+            base = wr.linear(x, bias).reshape(-1, out // n, n)
             y = base + u[:, None, :] if base.dtype != u.dtype else base.add_(u[:, None, :])
-        ctx.save_for_backward(s, w, block)
+        weights.save(ctx, w, s, block)
         ctx.x_meta = (x.shape, x.dtype)
         ctx.p, ctx.rows = p, rows
         return y.view(*x.shape[:-1], out)
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        s, w, block = ctx.saved_tensors
-        dt, (out, in_), n = block.dtype, w.shape, block.shape[1]
+        wr, s, block = weights.saved(ctx)
+        dt, (out, in_), n = block.dtype, wr.shape, block.shape[1]
         x_shape, x_dtype = ctx.x_meta
         g2 = g.reshape(-1, out)
         gs = g2 if n == out and g2.dtype == dt else g2.view(-1, out // n, n).sum(1, dtype=dt)  # (T, n)
@@ -101,14 +106,14 @@ class ShardFn(Function):
         if ctx.needs_input_grad[3]:
             db = s.t() @ gs
         if ctx.needs_input_grad[0] and ctx.merge:
-            mt = block.t().repeat(out // n, 1)
-            for o0, wp in _merged_chunks(w, mt, ctx.rows):
-                gc = g2[:, o0:o0 + ctx.rows]
+            mt, gw = block.t().repeat(out // n, 1), g2.to(wr.dtype)  # g is in the autocast dtype under autocast
+            for o0, wp in _merged_chunks(wr, mt, ctx.rows):
+                gc = gw[:, o0:o0 + ctx.rows]
                 dx = gc @ wp if dx is None else dx.addmm_(gc, wp)
-            dx = dx.view(x_shape)
+            dx = dx.to(x_dtype).view(x_shape)
         elif ctx.needs_input_grad[0]:
             ds = gs @ block.t()  # (T, r)
-            dx = g2.to(w.dtype) @ w
+            dx = wr.grad_input(g2, ctx.rows)
             if ctx.p:
                 mask = _redraw_mask(torch.empty(x_shape, dtype=x_dtype, device=g.device), ctx.p, ctx.rng_state)
                 dx.add_(mul_tiled_(mask.reshape(-1, in_), ds))

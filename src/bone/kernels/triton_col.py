@@ -40,10 +40,10 @@ def _kernels():
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def usable(x: Tensor, w: Tensor, block: Tensor) -> bool:
-    """Whether the Triton col path applies: CUDA tensors in fp32/bf16/fp16, supported r,
-    triton importable."""
-    return (x.is_cuda and w.is_cuda and block.is_cuda and block.shape[-1] in SUPPORTED_R
+def usable(x: Tensor, w, block: Tensor) -> bool:
+    """Whether the Triton col path applies: a plain weight tensor (not a quantized base's
+    WeightRows), CUDA tensors in fp32/bf16/fp16, supported r, triton importable."""
+    return (isinstance(w, Tensor) and x.is_cuda and w.is_cuda and block.is_cuda and block.shape[-1] in SUPPORTED_R
             and {x.dtype, w.dtype, block.dtype} <= set(DTYPES) and _kernels() is not None)
 
 

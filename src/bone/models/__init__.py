@@ -41,12 +41,22 @@ def family_of_model(model: nn.Module) -> Family:
     raise ModelError(f"{type(model).__name__} belongs to no model family bone knows")
 
 
-def load_model(path: str | Path, dtype: torch.dtype | None = None):
+def load_model(path: str | Path, dtype: torch.dtype | None = None, quantize=None, compute_dtype=None):
     """Load a causal LM: a Hugging Face folder, an RWKV `.pth`, an embedded name, or a Hub name.
 
-    dtype: parameter dtype (None = fp32 for RWKV, the checkpoint's own for HF)."""
+    dtype: parameter dtype (None = fp32 for RWKV, the checkpoint's own for HF).
+    quantize: "nf4", "fp4" or "int8" (or a `bone.quant.QuantConfig`): quantize the linear layers with
+    bitsandbytes on load (HF: every linear but the output head; RWKV: the default Bone targets).
+    compute_dtype: the dtype the quantized layers compute in (default float32)."""
+    from ..quant.config import parse
+
+    quant = parse(quantize, compute_dtype)
+    if quant is not None:
+        from ..quant.bnb import require
+
+        require()  # before any loading work
     path = resolve(path)
-    return family_of(path).load_model(path, dtype)
+    return family_of(path).load_model(path, dtype, quant)
 
 
 def load_tokenizer(path: str | Path):

@@ -26,7 +26,8 @@ class Family:
     def owns_model(self, model: nn.Module) -> bool:
         raise NotImplementedError
 
-    def load_model(self, path: Path | str, dtype: torch.dtype | None) -> nn.Module:
+    def load_model(self, path: Path | str, dtype: torch.dtype | None, quant=None) -> nn.Module:
+        """quant: a `bone.quant.QuantConfig` to quantize the linear layers with on load, or None."""
         raise NotImplementedError
 
     def load_tokenizer(self, path: Path | str):
@@ -44,6 +45,11 @@ class Family:
 
     def merge_files(self, base: Path, adapter: Path, dest: Path) -> str:
         """Write base with the adapter merged to the new path `dest`; returns a summary line."""
+        raise NotImplementedError
+
+    def save_model(self, model: nn.Module, base: Path, dest: Path) -> None:
+        """Write an in-memory plain model (no adapters, nothing quantized) to the new path `dest`
+        in `base`'s file format and floating dtypes (e.g. a merge into dequantized weights)."""
         raise NotImplementedError
 
     def stored_dtypes(self, base: Path) -> set[torch.dtype]:

@@ -1,6 +1,8 @@
 """The Hugging Face family: folders with config.json and safetensors weights.
 
-Loading goes through transformers. Merging streams shard by shard, tensor by tensor (`safe_open`): each adapted `<module>.weight` is replaced by
+Loading goes through transformers; a quantized load (`quant`) passes transformers a
+BitsAndBytesConfig that keeps `bone.quant.full_precision_modules` in full precision. A folder
+already quantized by bitsandbytes loads as it is; one quantized by another tool is refused. Merging streams shard by shard, tensor by tensor (`safe_open`): each adapted `<module>.weight` is replaced by
 `bone.merge_state_dict`'s merged weight (fp32 arithmetic, cast once to the stored dtype); every
 other tensor is copied unchanged. The output keeps the input's shard files, index json, dtypes
 and metadata, plus its config / tokenizer files. Peak memory: about one shard.
@@ -8,13 +10,14 @@ and metadata, plus its config / tokenizer files. Peak memory: about one shard.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
-from ..errors import AdapterError, MissingPathError
+from ..errors import AdapterError, ConfigError, MissingPathError, ModelError
 from ..fs import save_safetensors
 from ..io import read_adapter
 from ..merging import merge_state_dict
@@ -86,6 +89,42 @@ def merge_folder(base: Path, adapter: Path, dest: Path) -> dict:
     return {"merged": len(blocks), "tensors": n_tensors, "shards": len(files)}
 
 
+def _stored_quantization(path) -> dict | None:
+    """The quantization_config a local folder's config.json declares, or None."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return None
+    qc = json.loads(config.read_text()).get("quantization_config")
+    return qc if isinstance(qc, dict) else None
+
+
+def _quantized_kwargs(path, quant, dtype) -> dict:
+    """from_pretrained's quantization_config for `quant` (after checking the folder), or {}."""
+    stored = _stored_quantization(path)
+    if stored is not None:
+        method = stored.get("quant_method")
+        if method != "bitsandbytes":
+            raise ModelError(f"{path} holds weights quantized with {method!r}; bone reads bitsandbytes 4-bit / 8-bit "
+                             f"models only: use the full-precision model (with quantize='nf4', 'fp4' or 'int8')")
+        if quant is not None:
+            raise ConfigError(f"{path} is already quantized by bitsandbytes; load it without quantize=")
+        from ..quant.bnb import require
+
+        require()
+        return {}
+    if quant is None:
+        return {}
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from ..quant.convert import full_precision_modules, warn_kept
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(path)))
+    keep = full_precision_modules(skeleton, quant)
+    warn_kept(keep, skeleton, quant)
+    return {"quantization_config": quant.hf_config([re.escape(n) for n in keep])}
+
+
 _DTYPES = {"F32": torch.float32, "F64": torch.float64, "BF16": torch.bfloat16, "F16": torch.float16}
 
 
@@ -112,11 +151,17 @@ class HFFamily(Family):
             f"{what} {str(path)!r} not found: pass a Hugging Face model folder, an RWKV .pth file, "
             f"or an embedded name (smollm2-135m)")
 
-    def load_model(self, path, dtype):
+    def load_model(self, path, dtype, quant=None):
         self._check_source(path, "model")
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or "auto")
+        kw = _quantized_kwargs(path, quant, dtype)
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or "auto", **kw)
+        if kw or _stored_quantization(path) is not None:
+            from ..bases import prepare
+
+            prepare(model)  # bitsandbytes layers: no CPU repacking (bone.quant.kinds)
+        return model
 
     def load_tokenizer(self, path):
         self._check_source(path, "tokenizer")
@@ -140,6 +185,15 @@ class HFFamily(Family):
     def merge_files(self, base, adapter, dest):
         stats = merge_folder(base, adapter, dest)
         return f"merged {stats['merged']} adapted weights ({stats['tensors']} tensors, {stats['shards']} shard(s))"
+
+    def save_model(self, model, base, dest):
+        stored = self.stored_dtypes(base)
+        if len(stored) == 1:
+            model = model.to(next(iter(stored)))
+        model.save_pretrained(dest)
+        for p in base.iterdir():  # tokenizer and other side files the base has and save_pretrained did not write
+            if p.is_file() and not p.name.endswith(WEIGHT_SUFFIXES) and not p.name.startswith(".") and not (dest / p.name).exists():
+                shutil.copy2(p, dest / p.name)
 
     def stored_dtypes(self, base):
         out = set()

@@ -146,3 +146,17 @@ def save_pth(model: RWKVForCausalLM, path: str | os.PathLike, dtype: torch.dtype
     sd = model.state_dict()
     out = {k: v.detach().to("cpu", dtype or v.dtype).contiguous().clone() for k, v in sd.items()}
     return atomic_save(out, path)
+
+
+def save_like(model: RWKVForCausalLM, base: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Write `model` as a .pth with exactly `base`'s keys, key order and per-key dtypes, atomically."""
+    from ...inject import bone_layers
+
+    adapted = [name for name, _ in bone_layers(model)]
+    if adapted:
+        raise ModelError(f"the model still has Bone adapters ({adapted[:3]}...); call bone.merge(model) and bone.unload(model) first")
+    ref = torch.load(base, map_location="cpu", weights_only=True, mmap=True)
+    sd = model.state_dict()
+    if set(sd) != set(ref):
+        raise ModelError(f"the model's keys differ from {base}'s: {sorted(set(sd) ^ set(ref))[:5]}")
+    return atomic_save({k: sd[k].detach().to("cpu", ref[k].dtype).contiguous().clone() for k in ref}, path)

@@ -18,10 +18,16 @@ class RWKVFamily(Family):
     def owns_model(self, model):
         return getattr(getattr(model, "config", None), "model_type", "").startswith("rwkv")
 
-    def load_model(self, path, dtype):
+    def load_model(self, path, dtype, quant=None):
         from .checkpoint import load_rwkv
 
-        return load_rwkv(path, dtype=dtype)
+        model = load_rwkv(path, dtype=dtype)
+        if quant is not None:  # as RWKV-PEFT: the projections Bone targets are quantized, the rest stays
+            from ...inject import default_target_names
+            from ...quant.convert import quantize_linears
+
+            quantize_linears(model, default_target_names(model), quant)
+        return model
 
     def load_tokenizer(self, path):
         from .tokenizer import WorldTokenizer
@@ -45,6 +51,11 @@ class RWKVFamily(Family):
 
         merge_pth(base, adapter, dest)
         return f"merged {adapter} into {base}"
+
+    def save_model(self, model, base, dest):
+        from .checkpoint import save_like
+
+        save_like(model, base, dest)
 
     def stored_dtypes(self, base: Path):
         sd = torch.load(base, map_location="cpu", weights_only=True, mmap=True)
