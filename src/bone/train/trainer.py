@@ -396,7 +396,6 @@ class Trainer:
                                           template=self.cfg.data.template, batch_size=e.batch_size,
                                           max_new_tokens=e.max_new_tokens)
             model.train()
-            write_results(self.run_dir.eval(tag), metrics, preds)
-        self.acc.wait_for_everyone()
+        collective.write(self.is_main, [lambda: write_results(self.run_dir.eval(tag), metrics, preds)] if self.is_main else [])
         return metrics
 
