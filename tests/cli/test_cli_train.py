@@ -109,7 +109,8 @@ def test_stop_then_resume_from_the_run_folder_or_a_checkpoint_alone(bone_cli, mo
 
 @pytest.mark.parametrize("lr, line", [
     ("1e37", "bone train: error: step 2: the training loss is nan (gradient norm nan); the run stopped without saving this step "
-             "(newest checkpoint: {ckpt}). Try a lower optim.lr (this run: 1e+37) or optim.skip_nonfinite=N to skip up "
+             "(newest checkpoint: {ckpt}). Try a lower optim.lr (this run: 1e+37; start again with --overwrite) or "
+             "optim.skip_nonfinite=N to skip up "
              "to N such steps (it may change on --resume)"),
     ("1e38", "bone train: error: step 1: AdamW's update size lr / (1 - beta1^t) = 1e+39 (lr 1e+38, t=1) does not fit float32 "
              "(largest 3.4e+38); the run stopped without saving this step (no checkpoint was written yet). Try a lower "

@@ -97,15 +97,16 @@ class NonFiniteGuard:
         """The one line: the step, what went non-finite, the newest checkpoint, what to try (every
         process decides alike, from all-reduced values or the config)."""
         cfg, newest = self.cfg, self.run.latest()
-        tries = [f"a lower optim.lr (this run: {cfg.optim.lr:g})"]
+        again = "; start again with --overwrite" if newest is not None else ""  # the other options fix the run
+        tries = [f"a lower optim.lr (this run: {cfg.optim.lr:g}{again})"]
         low = sorted({str(p.dtype).removeprefix("torch.") for _, p in self.named if p.dtype != torch.float32})
         fp32 = [k for k, bad in (("schedule.precision=fp32", cfg.schedule.precision != "fp32"),
                                  ("model.dtype=float32", cfg.model.dtype != "float32"),
                                  (f"float32 trained tensors, not {'/'.join(low)}", low)) if bad]
         if fp32:  # 16-bit trained tensors: AdamW's state and eps underflow whatever the lr, so say that first
-            tries.insert(1 if not low else 0, f"fp32 instead of 16-bit ({', '.join(fp32)})")
+            tries.insert(1 if not low else 0, f"fp32 instead of 16-bit ({', '.join(fp32)}{again})")
         if cfg.optim.max_grad_norm is None:
-            tries.append("gradient clipping (optim.max_grad_norm=1.0)")
+            tries.append(f"gradient clipping (optim.max_grad_norm=1.0{again})")
         if skippable and self.can_skip:
             notes = ([f"{self.skipped} skipped already"] if self.budget else []) + \
                 (["it may change on --resume"] if newest is not None else [])

@@ -95,7 +95,7 @@ class Trainer:
         self.is_main = self.acc.is_main_process
         self.resume_from = self.run_dir.resume_point(self.resume, self.overwrite)  # checks the folder before any heavy work
         if self.cfg.logging.plot:  # needed at the very end: refuse now rather than after training
-            require("matplotlib", 'pip install "bone[train]"', "logging.plot (loss.png)")
+            require("matplotlib", 'pip install "bone[train]", or set logging.plot=false', "logging.plot (loss.png)")
         self.acc.wait_for_everyone()  # every process has looked before the main one writes there
         set_seed(self.cfg.schedule.seed)
         self._setup_data()
