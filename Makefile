@@ -1,6 +1,6 @@
 # Builds the environment from nothing and runs the checks.
 #   make test    create .venv (CPU torch first), install bone + test deps, run the suite
-#   make demo    train the embedded SmolLM2-135M on the bundled arithmetic data (CPU)
+#   make demo    train the embedded SmolLM2-135M on the bundled arithmetic data (CPU); ARGS="model.quantize=nf4" etc. add overrides
 #   make bench   Flash-Bone vs PEFT training-step benchmark
 # GPU users: make TORCH_SPEC="torch" (or a CUDA index) to get a CUDA build instead.
 PYTHON ?= python3
@@ -30,7 +30,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"
 
 demo: $(STAMP)
-	$(PY) -m bone train configs/demo.yaml --overwrite
+	$(PY) -m bone train configs/demo.yaml --overwrite $(ARGS)
 
 bench: $(STAMP)
 	$(PY) -m bone.bench

@@ -31,6 +31,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=at_least(1), default=256, help="accuracy: generation budget per answer")
     p.add_argument("--max-length", type=at_least(2), default=512, help="loss: tokens per example")
     p.add_argument("--tokenizer", help="tokenizer folder (default: the model's)")
+    p.add_argument("--quantize", choices=("nf4", "fp4", "int8"),
+                   help="load --model quantized by bitsandbytes, e.g. as the adapter was trained (QBone)")
+    p.add_argument("--compute-dtype", choices=("float32", "bfloat16", "float16"),
+                   help="with --quantize: the dtype quantized layers compute in (default float32)")
     return p
 
 
@@ -45,16 +49,19 @@ def run(a: argparse.Namespace) -> int:
     import torch
 
     from ..data import load_records
+    from ..errors import ConfigError
     from ..eval import eval_data, evaluate, write_results
     from ..methods import owner
     from ..models import load_model, load_tokenizer
 
+    if a.compute_dtype and not a.quantize:
+        raise ConfigError("--compute-dtype applies to a quantized base: add --quantize nf4, fp4 or int8")
     method = owner(a.adapter) if a.adapter else None  # checked before anything is loaded
     records = load_records(a.data, split=a.split, limit=a.limit)
     tokenizer = load_tokenizer(a.tokenizer or a.model)
     fields = dict(prompt_field=a.prompt_field, response_field=a.response_field, messages_field=a.messages_field)
     data = eval_data(records, tokenizer, metric=a.metric, template=a.template, fields=fields, max_length=a.max_length)
-    model = load_model(a.model)
+    model = load_model(a.model, quantize=a.quantize, compute_dtype=a.compute_dtype)
     if method is not None:
         model = method.load(model, Path(a.adapter))
         method.fold(model)  # generation runs at base-model speed

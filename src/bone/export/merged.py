@@ -171,6 +171,13 @@ class MergedTarget(ExportTarget):
 
     def add_arguments(self, parser):
         parser.add_argument("--no-check", action="store_true", help="skip the probe-batch comparison with base + adapter")
+        parser.add_argument("--quantize", choices=("nf4", "fp4", "int8"),
+                            help="the quantization the adapter was trained on (QBone): the merge also reports its "
+                                 "difference to that quantized base + adapter")
+        parser.add_argument("--dequantized", action="store_true",
+                            help="with --quantize: merge into the dequantized weights the adapter was trained against "
+                                 "(default: into the full-precision --base)")
 
     def export(self, adapter, out, *, base, options, overwrite, log):
-        return merge(base, adapter, out, overwrite=overwrite, check=not options.no_check, log=log)
+        return merge(base, adapter, out, overwrite=overwrite, check=not options.no_check, log=log,
+                     quantize=options.quantize, dequantized=options.dequantized)

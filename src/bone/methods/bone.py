@@ -52,7 +52,8 @@ class BoneMethod(Method):
         return io.load(model, path)
 
     def fold(self, model):
-        merge(model)  # generation then runs at base-model speed
+        if not any(layer.quantized for _, layer in bone_layers(model)):  # a quantized base is never requantized
+            merge(model)  # generation then runs at base-model speed
 
     def base_outputs(self, model):
         return disabled(model)  # a zero adapter adds nothing: skip its weight rebuild

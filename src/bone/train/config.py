@@ -41,10 +41,25 @@ class ModelSection:
     dtype: str = "float32"  # dtype the frozen base weights are loaded in: float32, bfloat16 or float16
     tokenizer: str | None = None  # tokenizer folder or name; None = the model's own
     gradient_checkpointing: bool = False  # recompute activations in backward (non-reentrant): less memory, ~30% slower
+    quantize: str | None = None  # QBone: load the frozen base quantized by bitsandbytes: nf4, fp4, int8 or null (pip install "bone[quant]")
+    quant_compute_dtype: str = "float32"  # with quantize: the dtype quantized layers compute in (float32, bfloat16, float16)
 
     def __post_init__(self) -> None:
         if self.dtype not in MODEL_DTYPES:
             raise ConfigError(f"model.dtype={self.dtype!r}: use one of {MODEL_DTYPES}")
+        if self.quantize is not None:
+            self.quant()  # validates both quantization fields
+        elif self.quant_compute_dtype != "float32":
+            raise ConfigError("model.quant_compute_dtype applies to a quantized base only: set model.quantize too")
+
+    def quant(self):
+        """The QuantConfig of `quantize` (None without quantization)."""
+        from ..quant.config import parse
+
+        try:
+            return parse(self.quantize, self.quant_compute_dtype if self.quantize is not None else None)
+        except ConfigError as err:
+            raise ConfigError(f"model.{err}".replace("model.compute_dtype=", "model.quant_compute_dtype=")) from None
 
 
 @dataclass

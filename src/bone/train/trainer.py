@@ -137,7 +137,7 @@ class Trainer:
     def _setup_model(self) -> None:
         """The base model, checked against the tokenizer by its family, with the method applied."""
         cfg = self.cfg
-        model = load_model(cfg.model.path, dtype=to_torch_dtype(cfg.model.dtype))
+        model = load_model(cfg.model.path, dtype=to_torch_dtype(cfg.model.dtype), quantize=cfg.model.quant())
         family = family_of_model(model)
         family.prepare(model, self.tokenizer)
         model = self.method.apply(model, cfg)
