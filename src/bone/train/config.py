@@ -57,6 +57,7 @@ class DataSection:
 @dataclass
 class OptimSection:
     lr: float = 2e-5  # peak learning rate of AdamW (only adapter parameters are trained)
+    parts_lr: float | None = None  # peak learning rate of bone.train_parts (their own AdamW group, same schedule); None = lr
     weight_decay: float = 0.0  # AdamW decoupled weight decay
     beta1: float = 0.9  # AdamW first-moment decay
     beta2: float = 0.999  # AdamW second-moment decay
@@ -66,6 +67,8 @@ class OptimSection:
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if self.parts_lr is not None and self.parts_lr <= 0:
+            raise ConfigError(f"optim.parts_lr must be > 0 or null, got {self.parts_lr}")
 
 
 @dataclass
@@ -145,6 +148,9 @@ class TrainConfig:
         from ..methods import get
 
         get(self.method)  # ConfigError naming the known methods
+        if self.optim.parts_lr is not None and not self.bone.train_parts:
+            raise ConfigError("optim.parts_lr is the learning rate of bone.train_parts, which is empty: "
+                              "set bone.train_parts (e.g. [time, ln]) or leave optim.parts_lr out")
 
     def run_defining(self) -> dict:
         """What a resumed run must share with the checkpoint (everything that changes the math), as
