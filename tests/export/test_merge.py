@@ -89,8 +89,11 @@ def test_missing_inputs_are_clear_errors(sharded_dir, adapter_for, tmp_path):
     adapter = adapter_for(sharded_dir, tmp_path / "adapter")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         merge(tmp_path / "nope", adapter, tmp_path / "m")
-    with pytest.raises(FileNotFoundError, match="not a folder"):
+    with pytest.raises(FileNotFoundError, match="--adapter .*nope does not exist"):
         merge(sharded_dir, tmp_path / "nope", tmp_path / "m")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="is a file but not a .pth"):
+        merge(sharded_dir, tmp_path / "notes.txt", tmp_path / "m")
     bins = tmp_path / "bin-only"
     bins.mkdir()
     (bins / "config.json").write_text((sharded_dir / "config.json").read_text())

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError, MissingPathError, OutputExistsError
+from ..errors import AdapterError, ConfigError, MissingPathError, OutputExistsError
 from ..fs import remove_stale, replace_dir, temp_sibling
 from .target import ExportTarget, check_paths
 
@@ -136,9 +136,12 @@ def merge(base: str | Path, adapter: str | Path, out: str | Path, *, overwrite: 
     if not base.exists():
         raise MissingPathError(f"--base {base} does not exist (a Hugging Face model folder, an RWKV .pth file "
                                f"or an embedded name such as smollm2-135m)")
+    if not adapter.exists():
+        raise MissingPathError(f"--adapter {adapter} does not exist (pass the adapter/ folder that bone train wrote, "
+                               f"or an RWKV-PEFT .pth checkpoint)")
     if not adapter.is_dir() and not rwkv_peft.is_file(adapter):
-        raise MissingPathError(f"--adapter {adapter} is neither a folder nor a .pth file (pass the adapter/ folder that "
-                               f"bone train wrote, or an RWKV-PEFT checkpoint)")
+        raise AdapterError(f"--adapter {adapter} is a file but not a .pth: pass the adapter/ folder that bone train "
+                           f"wrote, or an RWKV-PEFT .pth checkpoint")
     family = family_of(base)
     family.check_merge(base, out)
     check_paths([base, adapter], out, overwrite)
