@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -38,6 +39,8 @@ def _load(path: Path) -> dict[str, Tensor]:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if not zipfile.is_zipfile(path):  # what torch.save writes
+            raise AdapterError(f"{path} is not a readable torch file (corrupt or truncated?)") from None
         raise AdapterError(f"{path} holds objects other than plain tensors and cannot be loaded safely "
                            f"(weights_only=True): {str(err).splitlines()[0]}") from None
     except (RuntimeError, EOFError, OSError) as err:
