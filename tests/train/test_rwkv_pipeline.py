@@ -88,3 +88,24 @@ def test_official_runtime_runs_the_merged_parts(trained_with_parts):
 
     version, _, _, merged, want = trained_with_parts
     assert (official_logits(merged, TOKENS, version) - want).abs().max() <= 1e-4
+
+
+def test_eval_reads_an_rwkv_peft_checkpoint(tokenizer_dir, tmp_path, capsys):
+    """`bone eval --adapter rwkv-0.pth` (RWKV-PEFT's file) scores what `bone eval` of the merged model scores."""
+    pth = tmp_path / "base.pth"
+    torch.save(MAKERS["x060"](), pth)
+    g = torch.Generator().manual_seed(0)
+    model = load_rwkv(pth)
+    peft = {f"{n}.disha": 0.05 * torch.randn(16, model.get_submodule(n).out_features, generator=g)
+            for n in bone.inject.default_target_names(model)}
+    peft["blocks.1.ln2.weight"] = model.blocks[1].ln2.weight.detach() + 0.1
+    torch.save(peft, tmp_path / "rwkv-0.pth")
+    common = ["--tokenizer", str(tokenizer_dir), "--data", "bundled:arith", "--limit", "4", "--metric", "loss"]
+    assert main(["eval", "--model", str(pth), "--adapter", str(tmp_path / "rwkv-0.pth"), *common, "--out", str(tmp_path / "a")]) == 0
+    assert main(["merge", "--base", str(pth), "--adapter", str(tmp_path / "rwkv-0.pth"), "--out", str(tmp_path / "m.pth")]) == 0
+    assert main(["eval", "--model", str(tmp_path / "m.pth"), *common, "--out", str(tmp_path / "b")]) == 0
+    a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in "ab")
+    base_dir = tmp_path / "c"
+    assert main(["eval", "--model", str(pth), *common, "--out", str(base_dir)]) == 0
+    c = json.loads((base_dir / "results.json").read_text())
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and abs(a["loss"] - c["loss"]) > 1e-3
