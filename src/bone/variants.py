@@ -177,7 +177,7 @@ class Col(Variant):
     def merged(self, w, block):
         bb = self.per_block(block)
         wb = _as_blocks(w, block.shape[-1])
-        return _from_blocks(wb + wb @ bb + bb)
+        return _from_blocks(wb + (wb @ bb + bb))  # W + (W B + B): the order of RWKV-PEFT's merge
 
     def unmerged(self, w_merged, block):
         inv = self.per_block(inverse_blocks(block))
