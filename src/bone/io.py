@@ -260,9 +260,16 @@ def read(path: str | os.PathLike) -> Adapter:
     return Adapter(cfg, blocks, transposed, trained_parts.read(Path(path), Path(path) / WEIGHTS_FILE, peft.get("modules_to_save")))
 
 
-def _check_parts(model: nn.Module, parts: dict[str, Tensor], blocks: dict[str, Tensor], file: Path) -> None:
-    """Every trained part names a parameter of `model` of the same shape, outside the adapted layers."""
+def _check_parts(model: nn.Module, cfg: BoneConfig, parts: dict[str, Tensor], blocks: dict[str, Tensor], file: Path) -> None:
+    """Every trained part names a parameter of `model` of the same shape, outside the adapted layers, and
+    they are the parameters cfg.train_parts picks (when the adapter was trained with patterns)."""
     params = dict(model.named_parameters())
+    picked = trained_parts.matching(list(params), cfg.train_parts)
+    if cfg.train_parts and set(picked) != set(parts):
+        raise AdapterError(f"{file}: train_parts={cfg.train_parts!r} picks {len(picked)} parameter(s) of this model but "
+                           f"the adapter holds {len(parts)} (missing {sorted(set(picked) - set(parts))[:3]}, unexpected "
+                           f"{sorted(set(parts) - set(picked))[:3]}): a parts file is missing, or the adapter was made "
+                           f"for a different base model")
     for name, value in parts.items():
         if name not in params:
             raise AdapterError(f"{file}: trained part {name!r} is not a parameter of this model (e.g. {list(params)[:3]}): "
@@ -302,7 +309,7 @@ def load(model: nn.Module, path: str | os.PathLike, **overrides) -> nn.Module:
                 f"{file}: tensor for {name} has shape {tuple(block.shape)}, but the model's layer (out={out}, "
                 f"in={in_}) needs {tuple(expected)}: the adapter was made for a different base model"
             )
-    _check_parts(model, parts, blocks, file)
+    _check_parts(model, cfg, parts, blocks, file)
     apply(model, cfg, modules=sorted(blocks), parts=[n for n, _ in model.named_parameters() if n in parts])
     with torch.no_grad():
         for name, layer in bone_layers(model):

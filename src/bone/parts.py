@@ -57,25 +57,29 @@ def _close(pattern: str, names: list[str]) -> str:
     return f"parameter names end in: {leaves[:12]}{' ...' if len(leaves) > 12 else ''} (e.g. {names[0] if names else 'none'})"
 
 
+def matching(names: list[str], spec: list[str] | str | None) -> list[str]:
+    """The `names` that `spec` (BoneConfig.train_parts) picks: containing an entry, or matching the regex whole."""
+    if not spec:
+        return []
+    if isinstance(spec, str):
+        rx = re.compile(spec)
+        return [n for n in names if rx.fullmatch(n)]
+    return [n for n in names if any(p in n for p in spec)]
+
+
 def resolve(model: nn.Module, spec: list[str] | str | None, targets: list[str]) -> list[str]:
     """The parameter names `spec` (BoneConfig.train_parts) picks, in model order, checked (`check`).
 
     Raises ConfigError for a pattern that matches no parameter, naming close ones."""
-    if not spec:
-        return []
     names = [n for n, _ in model.named_parameters()]
-    if isinstance(spec, str):
-        rx = re.compile(spec)
-        chosen = [n for n in names if rx.fullmatch(n)]
-        if not chosen:
-            raise ConfigError(f"train_parts={spec!r} (a regex matching whole parameter names) matches no parameter "
-                              f"of the model; {_close(spec, names)}")
-    else:
-        for pattern in spec:
-            if not any(pattern in n for n in names):
-                raise ConfigError(f"train_parts entry {pattern!r} is not part of any parameter name of the model; "
-                                  f"{_close(pattern, names)}")
-        chosen = [n for n in names if any(p in n for p in spec)]
+    if isinstance(spec, str) and not matching(names, spec):
+        raise ConfigError(f"train_parts={spec!r} (a regex matching whole parameter names) matches no parameter of "
+                          f"the model; {_close(spec, names)}")
+    for pattern in spec if isinstance(spec, list) else []:
+        if not matching(names, [pattern]):
+            raise ConfigError(f"train_parts entry {pattern!r} is not part of any parameter name of the model; "
+                              f"{_close(pattern, names)}")
+    chosen = matching(names, spec)
     check(model, chosen, targets, f"train_parts={spec!r}")
     return chosen
 

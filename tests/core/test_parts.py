@@ -130,6 +130,11 @@ def test_folder_layout_and_round_trip(tmp_path):
     with bone.disabled(loaded):
         assert torch.equal(logits(loaded), logits(rwkv("x060")))  # the originals were the base's, not the file's
 
+    (tmp_path / "a" / bone.parts.FILE).rename(tmp_path / "kept.safetensors")
+    with pytest.raises(AdapterError, match=r"picks 44 parameter\(s\) of this model but the adapter holds 16 \(missing \['blocks.0.att.time_decay'"):
+        bone.load(rwkv("x060"), tmp_path / "a")
+    (tmp_path / "kept.safetensors").rename(tmp_path / "a" / bone.parts.FILE)
+
     plain = perturb(bone.apply(rwkv("x060"), bone.BoneConfig(r=16, variant="row")))
     bone.save(plain, tmp_path / "a")  # saved over: no stale parts file is left to be read back
     assert not (tmp_path / "a" / bone.parts.FILE).exists()
