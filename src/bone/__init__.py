@@ -3,7 +3,7 @@
     cfg = bone.BoneConfig(r=64, variant="col", target_modules=["q_proj", "v_proj"])
     model = bone.apply(model, cfg)          # inject adapters in place, freeze the rest
     bone.save(model, "out/adapter")         # PEFT-layout adapter directory
-    model = bone.load(base, "out/adapter")  # bone, PEFT MiSS or legacy PEFT Bone dirs
+    model = bone.load(base, "out/adapter")  # bone, PEFT MiSS or legacy PEFT Bone dirs, RWKV-PEFT .pth files
     bone.merge(model); bone.unmerge(model)  # in place, exact
     with bone.disabled(model): ...          # base-model behaviour
     model = bone.load_model(path, quantize="nf4")  # QBone: a bitsandbytes 4/8-bit frozen base (bone.quant)
@@ -19,7 +19,7 @@ from .errors import BoneError
 _WHERE = {
     "BoneConfig": "config", "DEFAULT_TARGETS": "inject", "adapter_config": "inject", "apply": "inject",
     "bone_layers": "inject", "trainable_parameters": "inject", "unload": "inject", "adapter_state_dict": "io",
-    "load": "io", "read_adapter": "io", "save": "io", "BoneAdapter": "layer", "BoneLinear": "layer",
+    "load": "io", "read": "io", "read_adapter": "io", "save": "io", "BoneAdapter": "layer", "BoneLinear": "layer",
     "disabled": "merging", "merge": "merging", "merge_state_dict": "merging", "merge_weight": "merging",
     "unmerge": "merging", "load_model": "models", "load_tokenizer": "models", "flash": "integrations",
     "unflash": "integrations",

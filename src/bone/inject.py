@@ -14,18 +14,20 @@ from typing import Iterator
 from torch import nn
 
 from . import bases, variants
+from . import parts as trained_parts
 from .bases import is_adaptable, kind_of, shape_of
 from .config import BoneConfig
 from .errors import ModelError, UsageError
 from .layer import DEFAULT, BoneLinear
 
 _LLAMA_LIKE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-_RWKV = r".*\.(att\.(receptance|key|value|output)|ffn\.(key|value))"  # never RWKV-7's w1/w2, a1/a2, ...
+# every projection RWKV-PEFT builds through its linear factory; never RWKV-7's w1/w2, a1/a2, ... (x070 has no ffn.receptance)
+_RWKV7 = r".*\.(att\.(receptance|key|value|output)|ffn\.(key|value))"
 DEFAULT_TARGETS: dict[str, list[str] | str] = {
     **{t: _LLAMA_LIKE for t in ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text")},
     "gpt2": ["c_attn", "c_proj", "c_fc"],
-    "rwkv6": _RWKV,
-    "rwkv7": _RWKV,
+    "rwkv6": r".*\.(att\.(receptance|key|value|output|gate)|ffn\.(key|receptance|value))",
+    "rwkv7": _RWKV7,
 }
 _HEAD_NAMES = ("lm_head", "head", "embed_out", "output_layer")
 
@@ -153,33 +155,41 @@ def _warn_notes(notes: list[tuple[str, str]]) -> None:
         warnings.warn(text, stacklevel=3)
 
 
-def apply(model: nn.Module, cfg: BoneConfig, *, modules: list[str] | None = None) -> nn.Module:
-    """Inject Bone adapters in place; every non-adapter parameter is frozen. Returns `model`.
+def apply(model: nn.Module, cfg: BoneConfig, *, modules: list[str] | None = None,
+          parts: list[str] | None = None) -> nn.Module:
+    """Inject Bone adapters in place; every other parameter is frozen but the trained parts
+    (cfg.train_parts, see bone.parts). Returns `model`.
 
     modules: adapt exactly these module names instead of resolving cfg.target_modules.
+    parts: train exactly these parameter names instead of resolving cfg.train_parts.
     Every layer of a known kind in the model is `prepare`d (bitsandbytes 4-bit layers: no CPU repacking)."""
     require_unadapted(model)
     names = resolve_targets(model, cfg) if modules is None else list(modules)
     check_shapes(model, names, cfg)
+    chosen = trained_parts.resolve(model, cfg.train_parts, names) if parts is None else trained_parts.check(model, parts, names)
     model.requires_grad_(False)
     _warn_notes(bases.prepare(model, set(names)))
     for name in names:
         layer = BoneLinear(model.get_submodule(name))
         layer.add_adapter(DEFAULT, cfg)
         _set_module(model, name, layer)
+    trained_parts.attach(model, chosen)
     return model
 
 
 def unload(model: nn.Module) -> nn.Module:
-    """Replace every BoneLinear with its plain layer, keeping the current (merged or base) weights."""
-    for name, layer in list(bone_layers(model)):
+    """Replace every BoneLinear with its plain layer, keeping the current (merged or base) weights;
+    trained parts keep their trained values when every layer is merged, else get their originals back."""
+    layers = list(bone_layers(model))
+    trained_parts.release(model, keep=bool(layers) and all(layer.merged for _, layer in layers))
+    for name, layer in layers:
         _set_module(model, name, layer.to_base())
     return model
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The active adapters' blocks (what an optimizer should update), in module order."""
-    return [layer.bone_block for _, layer in bone_layers(model)]
+    """What an optimizer should update: the active adapters' blocks, in module order, then the trained parts."""
+    return [layer.bone_block for _, layer in bone_layers(model)] + trained_parts.parameters(model)
 
 
 def adapter_config(model: nn.Module, name: str = DEFAULT) -> BoneConfig:

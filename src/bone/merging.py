@@ -15,6 +15,7 @@ from typing import Iterable, Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
+from . import parts as trained_parts
 from . import variants
 from .config import BoneConfig
 from .errors import AdapterError, ModelError, UsageError
@@ -77,7 +78,8 @@ def unmerge(model: nn.Module) -> nn.Module:
 
 @contextmanager
 def disabled(model: nn.Module) -> Iterator[nn.Module]:
-    """Inside the block every Bone layer behaves as its base layer."""
+    """Inside the block every Bone layer behaves as its base layer and the trained parts hold their
+    original values (the trained ones come back after)."""
     layers = _require_layers(model)
     merged = [n for n, layer in layers if layer.merged]
     if merged:
@@ -85,7 +87,8 @@ def disabled(model: nn.Module) -> Iterator[nn.Module]:
     for _, layer in layers:
         layer.disabled = True
     try:
-        yield model
+        with trained_parts.originals(model):
+            yield model
     finally:
         for _, layer in layers:
             layer.disabled = False
@@ -105,12 +108,24 @@ def merge_state_dict(
     cfg: BoneConfig,
     blocks: Mapping[str, Tensor],
     transposed: Iterable[str] = (),
+    parts: Mapping[str, Tensor] | None = None,
 ) -> dict[str, Tensor]:
-    """A new state dict with each `<module>.weight` in `blocks` merged; other entries are shared.
+    """A new state dict with each `<module>.weight` in `blocks` merged and each trained part copied
+    in (cast to the stored dtype); other entries are shared.
 
     `blocks` maps module names to adapter blocks (as `bone.read_adapter` returns); `transposed` names
-    Conv1D modules whose weight is stored `(in, out)`. Pure: the input is not modified."""
+    Conv1D modules whose weight is stored `(in, out)`; `parts` maps state-dict keys to trained values
+    (bone.parts). Pure: the input is not modified."""
     transposed = set(transposed)
+    parts = dict(parts or {})
+    absent = sorted(k for k in parts if k not in state_dict)
+    if absent:
+        raise AdapterError(f"the adapter trains part(s) {absent[:4]} that the state dict does not have: "
+                           f"the adapter was made for a different base model")
+    both = sorted(k for k in parts if k[: -len(".weight")] in blocks and k.endswith(".weight"))
+    if both:
+        raise AdapterError(f"the adapter holds both a block and a trained value for {both[0]}: a layer is either "
+                           f"adapted or trained in full, not both")
     variant = variants.get(cfg.variant)
     out = dict(state_dict)
     for name, block in blocks.items():
@@ -129,4 +144,6 @@ def merge_state_dict(
                 f"needs {tuple(expected)} for variant {cfg.variant!r}, r={cfg.r}"
             )
         out[key] = merge_weight(w, block, cfg.variant, name in transposed)
+    for key, value in parts.items():
+        out[key] = trained_parts.merged_value(key, state_dict[key], value)
     return out

@@ -8,6 +8,9 @@ block a / input block b, x_j the j-th r-wide slice of the input features.
   shard M: (r, out)        y = x W^T + (sum_j x_j) @ M;  dW[o, j*r+i] = M[i, o]   (MiSS default)
   mini  Dm: (r, mini_r)    M = Dm.repeat(1, out // mini_r), then as shard
 
+RWKV-PEFT (`rwkv_peft_mode`) trains shard as its mode "bone" and row as its mode "bat"; it has no
+col and no mini.
+
 A variant object answers every variant-specific question the rest of bone asks: the block shape
 and whether a layer fits (with a hint that works), the PEFT tag it is saved under and read from,
 its fused (Flash-Bone) forward, whether unmerging needs a matrix inverse, and the reference math.
@@ -55,6 +58,7 @@ class Variant:
     needs_inverse: bool = False  # unmerge inverts I + block (refused when ill-conditioned)
     has_input_path: bool = False  # the adapter reads x through its own path (so dropout applies)
     uses_mini_r: bool = False
+    rwkv_peft_mode: str | None = None  # RWKV-PEFT's name for this variant ("bone", "bat"); None: RWKV-PEFT has no such form
 
     # --- shapes ---------------------------------------------------------------------------
     def block_shape(self, out: int, in_: int, r: int, mini_r: int | None) -> tuple[int, ...]:
@@ -173,7 +177,7 @@ class Col(Variant):
     def merged(self, w, block):
         bb = self.per_block(block)
         wb = _as_blocks(w, block.shape[-1])
-        return _from_blocks(wb + wb @ bb + bb)
+        return _from_blocks(wb + (wb @ bb + bb))  # W + (W B + B): the order of RWKV-PEFT's merge
 
     def unmerged(self, w_merged, block):
         inv = self.per_block(inverse_blocks(block))
@@ -195,6 +199,7 @@ class Row(Col):
     peft_type = "BONE_ROW"  # PEFT refuses this type (KeyError) rather than misreading the blocks
     peft_init = "row"
     peft_reads = (("BONE_ROW", "row"),)
+    rwkv_peft_mode = "bat"  # its BatLinear: a 3-D (in/r, r, r) block applied per input block
 
     def block_shape(self, out, in_, r, mini_r):
         return (in_ // r, r, r)
@@ -222,6 +227,7 @@ class Shard(Variant):
     peft_init = True
     peft_reads = (("MISS", True), ("MISS", False), ("BONE", True), ("BONE", False))
     has_input_path = True
+    rwkv_peft_mode = "bone"  # its BoneLinear: a 2-D (r, out) block, zero-padded input
 
     def block_shape(self, out, in_, r, mini_r):
         return (r, out)
@@ -275,6 +281,7 @@ class Mini(Shard):
     peft_init = "mini"
     peft_reads = (("MISS", "mini"),)
     uses_mini_r = True
+    rwkv_peft_mode = None  # RWKV-PEFT has no mini
 
     def block_shape(self, out, in_, r, mini_r):
         return (r, mini_r)

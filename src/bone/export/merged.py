@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError, MissingPathError, OutputExistsError
+from ..errors import AdapterError, ConfigError, MissingPathError, OutputExistsError
 from ..fs import remove_stale, replace_dir, temp_sibling
 from .target import ExportTarget, check_paths
 
@@ -115,10 +115,11 @@ def _check(base: Path, adapter: Path, tmp: Path, family, quant, dequantized: boo
 
 def merge(base: str | Path, adapter: str | Path, out: str | Path, *, overwrite: bool = False, check: bool = True,
           log=print, quantize=None, dequantized: bool = False) -> Path:
-    """Merge `adapter` into `base` and write `out` (HF folder or `.pth`); returns `out`.
+    """Merge `adapter` (a folder, or an RWKV-PEFT `.pth`) into `base` and write `out` (HF folder or `.pth`); returns `out`.
 
     quantize: how the adapter's training loaded the base ("nf4", "fp4", "int8", a QuantConfig or None).
     dequantized: merge into the dequantized weights the adapter was trained against (needs quantize)."""
+    from .. import rwkv_peft
     from ..models import family_of, resolve
     from ..quant.config import parse
 
@@ -135,8 +136,12 @@ def merge(base: str | Path, adapter: str | Path, out: str | Path, *, overwrite: 
     if not base.exists():
         raise MissingPathError(f"--base {base} does not exist (a Hugging Face model folder, an RWKV .pth file "
                                f"or an embedded name such as smollm2-135m)")
-    if not adapter.is_dir():
-        raise MissingPathError(f"--adapter {adapter} is not a folder (pass the adapter/ folder that bone train wrote)")
+    if not adapter.exists():
+        raise MissingPathError(f"--adapter {adapter} does not exist (pass the adapter/ folder that bone train wrote, "
+                               f"or an RWKV-PEFT .pth checkpoint)")
+    if not adapter.is_dir() and not rwkv_peft.is_file(adapter):
+        raise AdapterError(f"--adapter {adapter} is a file but not a .pth: pass the adapter/ folder that bone train "
+                           f"wrote, or an RWKV-PEFT .pth checkpoint")
     family = family_of(base)
     family.check_merge(base, out)
     check_paths([base, adapter], out, overwrite)

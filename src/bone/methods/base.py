@@ -47,6 +47,11 @@ class Method:
         """What the optimizer updates, in a fixed order (see the module docstring for names)."""
         raise NotImplementedError
 
+    def param_groups(self, model: nn.Module, cfg: "TrainConfig") -> list[tuple[list[str], float]]:
+        """(parameter names, learning rate) of each AdamW parameter group, together naming every
+        `trainable(model)` parameter once; by default one group at optim.lr."""
+        return [([n for n, _ in self.trainable(model)], cfg.optim.lr)]
+
     def save(self, model: nn.Module, path: Path, tensors: dict[str, Tensor] | None = None) -> None:
         """Write the trained result to the folder `path` (created). `tensors` ({name: full tensor},
         names as `trainable` gives them) replaces the model's own values, e.g. when they were
@@ -59,7 +64,7 @@ class Method:
         raise NotImplementedError
 
     def owns(self, path: Path) -> bool:
-        """Whether the folder `path` holds a result this method saved (or can read)."""
+        """Whether `path` (a folder, or a file) holds a result this method saved (or can read)."""
         raise NotImplementedError
 
     def load(self, model: nn.Module, path: Path) -> nn.Module:

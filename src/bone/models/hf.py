@@ -19,7 +19,7 @@ from safetensors import safe_open
 
 from ..errors import AdapterError, ConfigError, MissingPathError, ModelError
 from ..fs import save_safetensors
-from ..io import read_adapter
+from ..io import read
 from ..merging import merge_state_dict
 from .family import Family
 from .hub import looks_like_hub_name, require_hub
@@ -52,13 +52,15 @@ def module_of(key: str) -> str | None:
 
 
 def merge_folder(base: Path, adapter: Path, dest: Path) -> dict:
-    """Write the merged model into the new folder `dest`; returns {"merged": n, "tensors": n, "shards": n}."""
-    cfg, blocks, transposed = read_adapter(adapter)
+    """Write the merged model into the new folder `dest`; returns {"merged": n, "tensors": n, "shards": n}.
+    Trained parts (bone.parts) replace the stored tensors of the same name."""
+    cfg, blocks, transposed, parts = read(adapter)
     files = shard_files(base)
-    located = {}
+    located, stored = {}, set()
     for f in files:
         with safe_open(base / f, framework="pt") as fh:
             for key in fh.keys():
+                stored.add(key)
                 name = module_of(key)
                 if name in blocks:
                     located[name] = f
@@ -68,6 +70,10 @@ def merge_folder(base: Path, adapter: Path, dest: Path) -> dict:
             f"the adapter adapts {len(missing)} module(s) with no '<module>.weight' in {base}, e.g. {missing[:3]}: "
             f"the adapter was trained on a different base model"
         )
+    absent = sorted(set(parts) - stored)
+    if absent:
+        raise AdapterError(f"the adapter trains part(s) {absent[:3]} that {base} does not store (tied to another "
+                           f"weight, or a different base model): bone merge cannot write them")
     dest.mkdir(parents=True)
     n_tensors = 0
     for f in files:
@@ -77,8 +83,9 @@ def merge_folder(base: Path, adapter: Path, dest: Path) -> dict:
             for key in fh.keys():
                 t = fh.get_tensor(key)
                 name = module_of(key)
-                if name in blocks:
-                    t = merge_state_dict({key: t}, cfg, {name: blocks[name]}, transposed & {name})[key]
+                if name in blocks or key in parts:
+                    mine = {name: blocks[name]} if name in blocks else {}
+                    t = merge_state_dict({key: t}, cfg, mine, transposed & set(mine), parts={key: parts[key]} if key in parts else None)[key]
                 out_tensors[key] = t.contiguous()
                 n_tensors += 1
         save_safetensors(out_tensors, dest / f, metadata=metadata)

@@ -87,6 +87,7 @@ class DataSection:
 @dataclass
 class OptimSection:
     lr: float = 2e-5  # peak learning rate of AdamW (only adapter parameters are trained)
+    parts_lr: float | None = None  # peak learning rate of bone.train_parts (their own AdamW group, same schedule); None = lr
     weight_decay: float = 0.0  # AdamW decoupled weight decay
     beta1: float = 0.9  # AdamW first-moment decay
     beta2: float = 0.999  # AdamW second-moment decay
@@ -107,6 +108,8 @@ class OptimSection:
         check_range("optim.lr * optim.weight_decay", self.lr * self.weight_decay, self.lr * self.weight_decay < 1,
                     "< 1 (AdamW multiplies the weights by 1 - lr * weight_decay every step)")
         _at_least("optim", self, 0, ("skip_nonfinite",))
+        check_range("optim.parts_lr", self.parts_lr, self.parts_lr is None or
+                    (math.isfinite(self.parts_lr) and self.parts_lr > 0), "> 0 and finite, or null")
 
 
 @dataclass
@@ -182,6 +185,9 @@ class TrainConfig:
         from ..methods import get
 
         get(self.method)  # ConfigError naming the known methods
+        if self.optim.parts_lr is not None and not self.bone.train_parts:
+            raise ConfigError("optim.parts_lr is the learning rate of bone.train_parts, which is empty: "
+                              "set bone.train_parts (e.g. [time, ln]) or leave optim.parts_lr out")
 
     def run_defining(self) -> dict:
         """What a resumed run must share with the checkpoint (everything that changes the math), as

@@ -147,10 +147,13 @@ class Trainer:
         self.model = model
 
     def _setup_optim(self) -> None:
-        """AdamW over the method's trainable parameters, the lr schedule, and Accelerate's prepare."""
+        """AdamW over the method's trainable parameters (in the method's parameter groups, each naming its
+        parameters under "names"), the lr schedule, and Accelerate's prepare."""
         acc, o, s = self.acc, self.cfg.optim, self.cfg.schedule
-        params = [p for _, p in self.method.trainable(self.model)]
-        optimizer = torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay)
+        named = dict(self.method.trainable(self.model))
+        groups = [{"params": [named[n] for n in names], "lr": lr, "names": names}
+                  for names, lr in self.method.param_groups(self.model, self.cfg)]
+        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay)
         # the scheduler is stepped by hand once per optimizer step (not prepared: Accelerate would step it per process)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, partial(lr_factor, warmup=s.warmup_steps, total=self.total_steps, kind=s.scheduler)
