@@ -33,6 +33,8 @@ REFUSED = [
     ("optim.max_grad_norm=0", "optim.max_grad_norm must be > 0"),
     ("optim.max_grad_norm=nan", "optim.max_grad_norm must be > 0"),
     ("optim.skip_nonfinite=-1", "optim.skip_nonfinite must be >= 0, got -1"),
+    ("optim.parts_lr=0", "optim.parts_lr must be > 0 and finite, or null, got 0.0"),
+    ("optim.parts_lr=inf", "optim.parts_lr must be > 0 and finite, or null, got inf"),
     ("optim.weight_decay=60000", "optim.lr * optim.weight_decay must be < 1 (AdamW multiplies the weights by 1 - lr * weight_decay"),
     ("schedule.epochs=0", "schedule.epochs must be >= 1, got 0"),
     ("schedule.max_steps=0", "schedule.max_steps must be >= 1 or null, got 0"),
