@@ -53,6 +53,7 @@ class Variant:
     needs_inverse: bool = False  # unmerge inverts I + block (refused when ill-conditioned)
     has_input_path: bool = False  # the adapter reads x through its own path (so dropout applies)
     uses_mini_r: bool = False
+    exact_lora: bool = False  # `lora_factors` gives B, A with B @ A == W' - W whatever W (a LoRA export is exact)
 
     # --- shapes ---------------------------------------------------------------------------
     def block_shape(self, out: int, in_: int, r: int, mini_r: int | None) -> tuple[int, ...]:
@@ -100,6 +101,12 @@ class Variant:
 
     def forward(self, x: Tensor, w: Tensor, bias: Tensor | None, block: Tensor, dropout=None) -> Tensor:
         raise NotImplementedError
+
+    def lora_factors(self, block: Tensor, out: int, in_: int) -> tuple[Tensor, Tensor] | None:
+        """(B `(out, k)`, A `(k, in)`) with B @ A == W' - W exactly, independent of W (`exact_lora`
+        variants); None when the update depends on W and has no exact low-rank form (col/row, which
+        a LoRA export approximates through a truncated SVD of W' - W)."""
+        return None
 
 
 def _as_blocks(w: Tensor, r: int) -> Tensor:
@@ -220,6 +227,7 @@ class Shard(Variant):
     peft_init = True
     peft_reads = (("MISS", True), ("MISS", False), ("BONE", True), ("BONE", False))
     has_input_path = True
+    exact_lora = True
 
     def block_shape(self, out, in_, r, mini_r):
         return (r, out)
@@ -250,6 +258,14 @@ class Shard(Variant):
         m = self.shard(block, out)
         r = m.shape[0]
         return m.t().repeat(1, -(-in_ // r))[:, :in_]
+
+    def lora_factors(self, block, out, in_):
+        """B = M^T `(out, r)`, A = [I_r I_r ... I_r] `(r, in)` (the last identity cut to in % r
+        columns): B @ A is M^T tiled along in, i.e. `delta`, with LoRA scaling 1."""
+        m = self.shard(block, out)
+        r = m.shape[0]
+        eye = torch.eye(r, dtype=m.dtype, device=m.device)
+        return m.t(), eye.repeat(1, -(-in_ // r))[:, :in_]
 
     def merged(self, w, block):
         return w + self.delta(block, *w.shape)
