@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
+from .lora import LoraTarget
 from .merged import MergedTarget, merge, probe_difference
 from .target import ExportTarget, check_paths
 
-TARGETS: dict[str, ExportTarget] = {t.name: t for t in (MergedTarget(),)}
+TARGETS: dict[str, ExportTarget] = {t.name: t for t in (MergedTarget(), LoraTarget())}
 
 
 def get(name: str) -> ExportTarget:

@@ -25,7 +25,8 @@ def probe_ids(vocab_size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _logits(model, ids: torch.Tensor) -> torch.Tensor:
+def probe_logits(model, ids: torch.Tensor) -> torch.Tensor:
+    """The float32 logits of `model` (put in eval mode) on `ids`, without gradients."""
     model.eval()
     return model(input_ids=ids).logits.float()
 
@@ -39,9 +40,9 @@ def probe_difference(base: Path, adapter: Path, merged: Path) -> tuple[float, fl
 
     model = load(load_model(base, dtype=torch.float32), adapter)
     ids = probe_ids(model.config.vocab_size)
-    want = _logits(model, ids)
+    want = probe_logits(model, ids)
     del model
-    got = _logits(load_model(merged, dtype=torch.float32), ids)
+    got = probe_logits(load_model(merged, dtype=torch.float32), ids)
     return (got - want).abs().max().item(), want.abs().max().item()
 
 
