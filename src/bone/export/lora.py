@@ -30,9 +30,9 @@ import torch
 from .. import variants
 from ..errors import ConfigError, MissingPathError, ModelError, OutputExistsError, require
 from ..fs import make_temp_dir, replace_dir, save_safetensors, write_json
+from . import lowrank
 from .merged import PROBE_SHAPE, probe_ids, probe_logits
 from .target import ExportTarget, check_paths
-from . import lowrank
 
 DEFAULT_MAX_ERROR = 0.1  # default-rank bound on each layer's relative Frobenius error of W' - W
 EXACT_TOLERANCE = 1e-5  # an exact export's max |logit difference| / max |logit| on the probe batch
@@ -99,8 +99,8 @@ def _choose_base(cfg, adapter: Path, base, log) -> Path:
     variant = variants.get(cfg.variant)
     if base is None and not variant.exact_lora:
         raise ConfigError(
-            f"variant {cfg.variant!r} has no exact LoRA form (its update W' - W = W B + B depends on the base "
-            f"weights): pass --base M (the model the adapter was trained on) to export it through a truncated SVD")
+            f"variant {cfg.variant!r} has no exact LoRA form (its update W' - W depends on the base weights W): "
+            f"pass --base M (the model the adapter was trained on) to export it through a truncated SVD")
     if base is None:
         base = _recorded_base(adapter)
         if base is None:
@@ -156,6 +156,20 @@ def _delta(layer) -> torch.Tensor:
     return adapter.variant.merged(w, block) - w
 
 
+@dataclass
+class Built:
+    """An export computed in memory: the factors, how the rank was chosen, the Bone model's probe logits."""
+
+    rank: int
+    exact: bool  # B @ A == W' - W for every layer, to the bit
+    rule: str  # how the rank was chosen, for the report
+    dtype: torch.dtype
+    layers: dict[str, LayerExport]
+    config: dict  # adapter_config.json
+    ids: torch.Tensor  # the probe batch
+    want: torch.Tensor  # the Bone model's logits on it
+
+
 def _factors(layers, rank: int | None, opts: LoraOptions, dtype: torch.dtype):
     """(LoRA rank, exact, {module: LayerExport}) for the Bone layers `layers` [(name, BoneLinear)]."""
     exact = rank is None and all(layer.adapter().variant.exact_lora for _, layer in layers)
@@ -174,7 +188,49 @@ def _factors(layers, rank: int | None, opts: LoraOptions, dtype: torch.dtype):
             b, a = lowrank.truncated(dw, min(rank, out, in_))
         b, a = b.to(dtype), a.to(dtype)
         done[name] = LayerExport((out, in_), b.shape[1], *lowrank.padded(b, a, rank), lowrank.relative_error(dw, b, a))
+    exact = exact and all(le.error == 0 for le in done.values())  # not when --dtype rounded the factors
     return rank, exact, done
+
+
+def build(cfg, adapter: Path, base: Path, opts: LoraOptions, dtype: torch.dtype) -> Built:
+    """Load base + adapter (checking that they fit), factor every layer, and run the probe batch."""
+    from ..inject import bone_layers
+
+    model = _load_bone_model(base, adapter)
+    layers = list(bone_layers(model))
+    rank = _rank(cfg, opts, {n: (layer.out_features, layer.in_features) for n, layer in layers})
+    rank, exact, done = _factors(layers, rank, opts, dtype)
+    rule = (f"exact ({cfg.variant} r={cfg.r} is LoRA of rank r)" if exact else
+            f"--rank {opts.rank}" if opts.rank is not None else
+            f"smallest rank with every layer's relative Frobenius error <= {opts.max_error} (--max-error)")
+    config = peft_lora_config(model, rank, list(done), any(layer.transposed for _, layer in layers))
+    ids = probe_ids(model.config.vocab_size)
+    return Built(rank, exact, rule, dtype, done, config, ids, probe_logits(model, ids))
+
+
+def write(built: Built, folder: Path) -> None:
+    """adapter_model.safetensors (PEFT's key names) and adapter_config.json into `folder`."""
+    from ..io import CONFIG_FILE, WEIGHTS_FILE
+
+    tensors = {}
+    for name, le in built.layers.items():
+        tensors[f"base_model.model.{name}.lora_A.weight"] = le.a.contiguous()
+        tensors[f"base_model.model.{name}.lora_B.weight"] = le.b.contiguous()
+    save_safetensors(tensors, folder / WEIGHTS_FILE, metadata={"format": "pt"})
+    write_json(folder / CONFIG_FILE, built.config)
+
+
+def probe_check(built: Built, folder: Path, base: Path, peft) -> tuple[float, float]:
+    """(max |logit difference|, max |logit|): `folder` loaded by PEFT onto a fresh base vs the Bone model.
+    Raises for an exact export that differs by more than EXACT_TOLERANCE (relative)."""
+    from ..models import load_model
+
+    got = probe_logits(peft.PeftModel.from_pretrained(load_model(base, dtype=torch.float32), str(folder)), built.ids)
+    diff, scale = (got - built.want).abs().max().item(), built.want.abs().max().item()
+    if built.exact and not diff <= EXACT_TOLERANCE * scale:
+        raise RuntimeError(f"the exact LoRA export differs from the Bone model by {diff:.3e} on the probe batch "
+                           f"(logit scale {scale:.3g}): a bug in bone's LoRA export; nothing written")
+    return diff, scale
 
 
 def peft_lora_config(model, rank: int, names: list[str], fan_in_fan_out: bool) -> dict:
@@ -222,16 +278,41 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _summary(done: dict[str, LayerExport]) -> tuple[dict, list[str]]:
-    errors = {n: le.error for n, le in done.items()}
+def report(built: Built, cfg, adapter: Path, base: Path, diff: float, scale: float) -> dict:
+    """export_report.json: what was written, how good it is, and what a server needs."""
+    errors = {n: le.error for n, le in built.layers.items()}
     worst = max(errors, key=errors.get)
-    stats = {"max": errors[worst], "median": statistics.median(errors.values()), "worst": worst}
+    return {
+        "adapter": str(adapter), "base": str(base), "variant": cfg.variant, "bone_r": cfg.r,
+        "rank": built.rank, "exact": built.exact, "rank_rule": built.rule, "dtype": _dtype_name(built.dtype),
+        "svd": None if built.exact else f"torch.linalg.svd in {_dtype_name(lowrank.SVD_DTYPE)}, errors in float64",
+        "layers": {n: {"out": le.shape[0], "in": le.shape[1], "rank": le.rank, "relative_error": le.error}
+                   for n, le in built.layers.items()},
+        "relative_error": {"max": errors[worst], "median": statistics.median(errors.values()), "worst": worst},
+        "probe": {"max_abs_logit_difference": diff, "logit_scale": scale, "relative": diff / scale,
+                  "batch": list(PROBE_SHAPE), "dtype": "float32"},
+        "serving": {"vllm_max_lora_rank": next((v for v in VLLM_RANKS if v >= built.rank), None),
+                    "note": serving_note(built.rank)},
+    }
+
+
+def report_lines(rep: dict) -> list[str]:
+    """The printed summary of a report: rank, errors per projection, probe check, serving."""
+    err = rep["relative_error"]
+    lines = [f"LoRA rank {rep['rank']}: {rep['rank_rule']}",
+             f"per-layer relative Frobenius error |dW - B A| / |dW| ({len(rep['layers'])} layers, {rep['dtype']}): "
+             f"max {err['max']:.2e} ({err['worst']}), median {err['median']:.2e}"]
     groups: dict[str, list[float]] = {}
-    for name, e in errors.items():
-        groups.setdefault(name.rsplit(".", 1)[-1], []).append(e)
-    lines = [f"  {g:<14} {len(e):>4} layer(s)  max {max(e):.2e}  median {statistics.median(e):.2e}"
-             for g, e in sorted(groups.items())]
-    return stats, lines
+    for name, layer in rep["layers"].items():
+        groups.setdefault(name.rsplit(".", 1)[-1], []).append(layer["relative_error"])
+    lines += [f"  {g:<14} {len(e):>4} layer(s)  max {max(e):.2e}  median {statistics.median(e):.2e}"
+              for g, e in sorted(groups.items())]
+    p = rep["probe"]
+    lines.append(f"probe check: max |logit difference| LoRA (PEFT) vs Bone = {p['max_abs_logit_difference']:.3e} "
+                 f"(logit scale {p['logit_scale']:.3g}, relative {p['relative']:.1e}, batch "
+                 f"{p['batch'][0]}x{p['batch'][1]}, float32)")
+    lines.append(f"serving: {rep['serving']['note']}")
+    return lines
 
 
 class LoraTarget(ExportTarget):
@@ -245,9 +326,7 @@ class LoraTarget(ExportTarget):
             parser.add_argument("--" + f.name.replace("_", "-"), default=f.default, **f.metadata)
 
     def export(self, adapter, out, *, base, options, overwrite, log):
-        from ..inject import bone_layers
-        from ..io import CONFIG_FILE, WEIGHTS_FILE, read_adapter
-        from ..models import load_model
+        from ..io import read_adapter
 
         opts = LoraOptions.from_namespace(options)
         adapter, out = Path(adapter), Path(out)
@@ -261,59 +340,18 @@ class LoraTarget(ExportTarget):
                                     f"a folder; choose another --out")
         peft = require("peft", "pip install 'peft>=0.17'",
                        "checking a LoRA export (the written folder is loaded back with PeftModel.from_pretrained)")
-        model = _load_bone_model(base, adapter)
-        layers = list(bone_layers(model))
-        rank = _rank(cfg, opts, {n: (layer.out_features, layer.in_features) for n, layer in layers})
         dtype = DTYPES[opts.dtype] if opts.dtype else next(iter(blocks.values())).dtype
-        rank, exact, done = _factors(layers, rank, opts, dtype)
-        exact = exact and all(le.error == 0 for le in done.values())  # not when --dtype rounded the factors
-        config = peft_lora_config(model, rank, list(done), any(layer.transposed for _, layer in layers))
-        ids = probe_ids(model.config.vocab_size)
-        want = probe_logits(model, ids)
-        del model, layers
-        tensors = {}
-        for name, le in done.items():
-            tensors[f"base_model.model.{name}.lora_A.weight"] = le.a.contiguous()
-            tensors[f"base_model.model.{name}.lora_B.weight"] = le.b.contiguous()
+        built = build(cfg, adapter, base, opts, dtype)
         tmp = make_temp_dir(out)
         try:
-            save_safetensors(tensors, tmp / WEIGHTS_FILE, metadata={"format": "pt"})
-            write_json(tmp / CONFIG_FILE, config)
-            lora = peft.PeftModel.from_pretrained(load_model(base, dtype=torch.float32), str(tmp))
-            got = probe_logits(lora, ids)
-            del lora
-            diff, scale = (got - want).abs().max().item(), want.abs().max().item()
-            if exact and not diff <= EXACT_TOLERANCE * scale:
-                raise RuntimeError(f"the exact LoRA export differs from the Bone model by {diff:.3e} on the probe batch "
-                                   f"(logit scale {scale:.3g}): a bug in bone's LoRA export; nothing written")
-            stats, lines = _summary(done)
-            rule = (f"exact ({cfg.variant} r={cfg.r} is LoRA of rank r)" if exact else
-                    f"--rank {opts.rank}" if opts.rank is not None else
-                    f"smallest rank with every layer's relative Frobenius error <= {opts.max_error} (--max-error)")
-            note = serving_note(rank)
-            write_json(tmp / REPORT_FILE, {
-                "adapter": str(adapter), "base": str(base), "variant": cfg.variant, "bone_r": cfg.r,
-                "rank": rank, "exact": exact, "rank_rule": rule, "dtype": _dtype_name(dtype),
-                "svd": None if exact else f"torch.linalg.svd in {_dtype_name(lowrank.SVD_DTYPE)}, "
-                                          f"errors measured in float64",
-                "layers": {n: {"out": le.shape[0], "in": le.shape[1], "rank": le.rank, "relative_error": le.error}
-                           for n, le in done.items()},
-                "relative_error": stats,
-                "probe": {"max_abs_logit_difference": diff, "logit_scale": scale, "relative": diff / scale,
-                          "batch": list(PROBE_SHAPE), "dtype": "float32"},
-                "serving": {"vllm_max_lora_rank": next((v for v in VLLM_RANKS if v >= rank), None), "note": note},
-            })
+            write(built, tmp)
+            rep = report(built, cfg, adapter, base, *probe_check(built, tmp, base, peft))
+            write_json(tmp / REPORT_FILE, rep)
             replace_dir(tmp, out)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)
-        log(f"LoRA rank {rank}: {rule}")
-        log(f"per-layer relative Frobenius error |dW - B A| / |dW| ({len(done)} layers, {_dtype_name(dtype)}): "
-            f"max {stats['max']:.2e} ({stats['worst']}), median {stats['median']:.2e}")
-        for line in lines:
+        for line in report_lines(rep):
             log(line)
-        log(f"probe check: max |logit difference| LoRA (PEFT) vs Bone = {diff:.3e} (logit scale {scale:.3g}, "
-            f"relative {diff / scale:.1e}, batch {PROBE_SHAPE[0]}x{PROBE_SHAPE[1]}, float32)")
-        log(f"serving: {note}")
-        log(f"wrote {out} ({WEIGHTS_FILE}, {CONFIG_FILE}, {REPORT_FILE})")
+        log(f"wrote {out} (adapter_model.safetensors, adapter_config.json, {REPORT_FILE})")
         return out
