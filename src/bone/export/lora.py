@@ -38,8 +38,9 @@ DEFAULT_MAX_ERROR = 0.1  # default-rank bound on each layer's relative Frobenius
 EXACT_TOLERANCE = 1e-5  # an exact export's max |logit difference| / max |logit| on the probe batch
 REPORT_FILE = "export_report.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# vLLM's --max-lora-rank accepts only these values (`MaxLoRARanks` in vllm/config/lora.py, v0.11-v0.22);
-# its default is 16. Ranks up to 64 are what LoRA servers are commonly configured for.
+# vLLM's --max-lora-rank accepts only these values (`MaxLoRARanks = Literal[...]` in vllm/config/lora.py, as
+# the docs.vllm.ai API reference of v0.14 and v0.22 shows); its default is 16. Ranks up to 64 are what LoRA
+# servers are commonly configured for.
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 VLLM_DEFAULT_RANK = 16
 COMMON_MAX_RANK = 64
@@ -168,6 +169,7 @@ class Built:
     config: dict  # adapter_config.json
     ids: torch.Tensor  # the probe batch
     want: torch.Tensor  # the Bone model's logits on it
+    update: float  # max |logits(Bone) - logits(base)|: how far the fine-tune itself moves the logits
 
 
 def _factors(layers, rank: int | None, opts: LoraOptions, dtype: torch.dtype):
@@ -195,6 +197,7 @@ def _factors(layers, rank: int | None, opts: LoraOptions, dtype: torch.dtype):
 def build(cfg, adapter: Path, base: Path, opts: LoraOptions, dtype: torch.dtype) -> Built:
     """Load base + adapter (checking that they fit), factor every layer, and run the probe batch."""
     from ..inject import bone_layers
+    from ..merging import disabled
 
     model = _load_bone_model(base, adapter)
     layers = list(bone_layers(model))
@@ -205,7 +208,10 @@ def build(cfg, adapter: Path, base: Path, opts: LoraOptions, dtype: torch.dtype)
             f"smallest rank with every layer's relative Frobenius error <= {opts.max_error} (--max-error)")
     config = peft_lora_config(model, rank, list(done), any(layer.transposed for _, layer in layers))
     ids = probe_ids(model.config.vocab_size)
-    return Built(rank, exact, rule, dtype, done, config, ids, probe_logits(model, ids))
+    want = probe_logits(model, ids)
+    with disabled(model):
+        update = (want - probe_logits(model, ids)).abs().max().item()
+    return Built(rank, exact, rule, dtype, done, config, ids, want, update)
 
 
 def write(built: Built, folder: Path) -> None:
@@ -290,7 +296,7 @@ def report(built: Built, cfg, adapter: Path, base: Path, diff: float, scale: flo
                    for n, le in built.layers.items()},
         "relative_error": {"max": errors[worst], "median": statistics.median(errors.values()), "worst": worst},
         "probe": {"max_abs_logit_difference": diff, "logit_scale": scale, "relative": diff / scale,
-                  "batch": list(PROBE_SHAPE), "dtype": "float32"},
+                  "bone_vs_base": built.update, "batch": list(PROBE_SHAPE), "dtype": "float32"},
         "serving": {"vllm_max_lora_rank": next((v for v in VLLM_RANKS if v >= built.rank), None),
                     "note": serving_note(built.rank)},
     }
@@ -309,8 +315,8 @@ def report_lines(rep: dict) -> list[str]:
               for g, e in sorted(groups.items())]
     p = rep["probe"]
     lines.append(f"probe check: max |logit difference| LoRA (PEFT) vs Bone = {p['max_abs_logit_difference']:.3e} "
-                 f"(logit scale {p['logit_scale']:.3g}, relative {p['relative']:.1e}, batch "
-                 f"{p['batch'][0]}x{p['batch'][1]}, float32)")
+                 f"(logit scale {p['logit_scale']:.3g}, relative {p['relative']:.1e}; the fine-tune itself moves "
+                 f"them by {p['bone_vs_base']:.3g}: Bone vs base; batch {p['batch'][0]}x{p['batch'][1]}, float32)")
     lines.append(f"serving: {rep['serving']['note']}")
     return lines
 
