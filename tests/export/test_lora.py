@@ -155,6 +155,10 @@ def test_default_rank_is_the_smallest_that_holds_the_threshold(model_dir, adapte
         s = torch.linalg.svdvals(dw)
         tails.append((s[k - 1:].square().sum() / s.square().sum()).sqrt().item())
     assert max(tails) > bound
+    export(adapter, tmp_path / "default", model_dir)  # without --max-error: the documented default bound
+    report = json.loads((tmp_path / "default" / "export_report.json").read_text())
+    assert f"<= {DEFAULT_MAX_ERROR}" in report["rank_rule"] and report["rank"] < k
+    assert 0 < report["relative_error"]["max"] <= DEFAULT_MAX_ERROR + 1e-6
 
 
 def test_default_bound_and_options_parse():
