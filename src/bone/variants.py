@@ -59,6 +59,7 @@ class Variant:
     has_input_path: bool = False  # the adapter reads x through its own path (so dropout applies)
     uses_mini_r: bool = False
     rwkv_peft_mode: str | None = None  # RWKV-PEFT's name for this variant ("bone", "bat"); None: RWKV-PEFT has no such form
+    exact_lora: bool = False  # `lora_factors` gives B, A with B @ A == W' - W whatever W (a LoRA export is exact)
 
     # --- shapes ---------------------------------------------------------------------------
     def block_shape(self, out: int, in_: int, r: int, mini_r: int | None) -> tuple[int, ...]:
@@ -106,6 +107,12 @@ class Variant:
 
     def forward(self, x: Tensor, w: Tensor, bias: Tensor | None, block: Tensor, dropout=None) -> Tensor:
         raise NotImplementedError
+
+    def lora_factors(self, block: Tensor, out: int, in_: int) -> tuple[Tensor, Tensor] | None:
+        """(B `(out, k)`, A `(k, in)`) with B @ A == W' - W exactly, independent of W (`exact_lora`
+        variants); None when the update depends on W and has no exact low-rank form (col/row, which
+        a LoRA export approximates through a truncated SVD of W' - W)."""
+        return None
 
 
 def _as_blocks(w: Tensor, r: int) -> Tensor:
@@ -228,6 +235,7 @@ class Shard(Variant):
     peft_reads = (("MISS", True), ("MISS", False), ("BONE", True), ("BONE", False))
     has_input_path = True
     rwkv_peft_mode = "bone"  # its BoneLinear: a 2-D (r, out) block, zero-padded input
+    exact_lora = True
 
     def block_shape(self, out, in_, r, mini_r):
         return (r, out)
@@ -258,6 +266,14 @@ class Shard(Variant):
         m = self.shard(block, out)
         r = m.shape[0]
         return m.t().repeat(1, -(-in_ // r))[:, :in_]
+
+    def lora_factors(self, block, out, in_):
+        """B = M^T `(out, r)`, A = [I_r I_r ... I_r] `(r, in)` (the last identity cut to in % r
+        columns): B @ A is M^T tiled along in, i.e. `delta`, with LoRA scaling 1."""
+        m = self.shard(block, out)
+        r = m.shape[0]
+        eye = torch.eye(r, dtype=m.dtype, device=m.device)
+        return m.t(), eye.repeat(1, -(-in_ // r))[:, :in_]
 
     def merged(self, w, block):
         return w + self.delta(block, *w.shape)

@@ -7,11 +7,12 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
+from .lora import LoraTarget
 from .merged import MergedTarget, merge, probe_difference
 from .rwkv_peft import RWKVPeftTarget
 from .target import ExportTarget, check_paths
 
-TARGETS: dict[str, ExportTarget] = {t.name: t for t in (MergedTarget(), RWKVPeftTarget())}
+TARGETS: dict[str, ExportTarget] = {t.name: t for t in (MergedTarget(), LoraTarget(), RWKVPeftTarget())}
 
 
 def get(name: str) -> ExportTarget:

@@ -35,7 +35,8 @@ def probe_ids(vocab_size: int) -> torch.Tensor:
     return torch.randint(0, vocab_size, PROBE_SHAPE, generator=g)
 
 
-def _logits(model, ids: torch.Tensor) -> torch.Tensor:
+def probe_logits(model, ids: torch.Tensor) -> torch.Tensor:
+    """The float32 logits of `model` (put in eval mode) on `ids`, without gradients."""
     import torch
 
     model.eval()
@@ -60,9 +61,9 @@ def probe_difference(base: Path, adapter: Path, merged: Path, quantize=None, deq
     if dequantized:
         dequantize(model)
     ids = probe_ids(model.config.vocab_size)
-    want = _logits(model, ids)
+    want = probe_logits(model, ids)
     del model
-    got = _logits(load_model(merged, dtype=torch.float32), ids)
+    got = probe_logits(load_model(merged, dtype=torch.float32), ids)
     return (got - want).abs().max().item(), want.abs().max().item()
 
 
