@@ -33,19 +33,20 @@ import statistics
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
 
-from .. import variants
 from ..errors import ConfigError, MissingPathError, ModelError, OutputExistsError, require
 from ..fs import make_temp_dir, replace_dir, save_safetensors, write_json
-from . import lowrank
 from .merged import PROBE_SHAPE, probe_ids, probe_logits
 from .target import ExportTarget, check_paths
+
+if TYPE_CHECKING:  # torch is imported when an export runs, so `bone export --help` starts fast
+    import torch
 
 DEFAULT_MAX_ERROR = 0.3  # default-rank bound on each layer's relative Frobenius error of W' - W (see below)
 EXACT_TOLERANCE = 1e-5  # an exact export's max |logit difference| / max |logit| on the probe batch
 REPORT_FILE = "export_report.json"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = ("float32", "bfloat16", "float16")  # names of torch dtypes for --dtype
 # vLLM's --max-lora-rank accepts only these values (`MaxLoRARanks = Literal[...]` in vllm/config/lora.py, as
 # the docs.vllm.ai API reference of v0.14 and v0.22 shows); its default is 16. Ranks up to 64 are what LoRA
 # servers are commonly configured for.
@@ -105,6 +106,8 @@ def _recorded_base(adapter: Path) -> Path | None:
 
 
 def _choose_base(cfg, adapter: Path, base, log) -> Path:
+    from .. import variants
+
     variant = variants.get(cfg.variant)
     if base is None and not variant.exact_lora:
         raise ConfigError(
@@ -126,6 +129,7 @@ def _choose_base(cfg, adapter: Path, base, log) -> Path:
 
 
 def _load_bone_model(base: Path, adapter: Path):
+    import torch
     from transformers import PreTrainedModel
 
     from ..io import load
@@ -140,6 +144,8 @@ def _load_bone_model(base: Path, adapter: Path):
 
 def _rank(cfg, opts: LoraOptions, shapes: dict[str, tuple[int, int]]) -> int | None:
     """The requested rank after checks; None = the variant's exact rank or the default rule."""
+    from .. import variants
+
     variant = variants.get(cfg.variant)
     k = opts.rank
     if k is None or (variant.exact_lora and k == cfg.r):
@@ -182,6 +188,8 @@ class Built:
 
 def _factors(layers, rank: int | None, opts: LoraOptions, dtype: torch.dtype):
     """(LoRA rank, exact, {module: LayerExport}) for the Bone layers `layers` [(name, BoneLinear)]."""
+    from . import lowrank
+
     exact = rank is None and all(layer.adapter().variant.exact_lora for _, layer in layers)
     if exact:
         rank = max(layer.adapter().cfg.r for _, layer in layers)
@@ -237,6 +245,8 @@ def write(built: Built, folder: Path) -> None:
 def probe_check(built: Built, folder: Path, base: Path, peft) -> tuple[float, float]:
     """(max |logit difference|, max |logit|): `folder` loaded by PEFT onto a fresh base vs the Bone model.
     Raises for an exact export that differs by more than EXACT_TOLERANCE (relative)."""
+    import torch
+
     from ..models import load_model
 
     got = probe_logits(peft.PeftModel.from_pretrained(load_model(base, dtype=torch.float32), str(folder)), built.ids)
@@ -294,6 +304,8 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 def report(built: Built, cfg, adapter: Path, base: Path, diff: float, scale: float) -> dict:
     """export_report.json: what was written, how good it is, and what a server needs."""
+    from . import lowrank
+
     errors = {n: le.error for n, le in built.layers.items()}
     worst = max(errors, key=errors.get)
     return {
@@ -354,7 +366,7 @@ class LoraTarget(ExportTarget):
                                     f"a folder; choose another --out")
         peft = require("peft", "pip install 'peft>=0.17'",
                        "checking a LoRA export (the written folder is loaded back with PeftModel.from_pretrained)")
-        dtype = DTYPES[opts.dtype] if opts.dtype else next(iter(blocks.values())).dtype
+        dtype = getattr(torch, opts.dtype) if opts.dtype else next(iter(blocks.values())).dtype
         built = build(cfg, adapter, base, opts, dtype)
         tmp = make_temp_dir(out)
         try:
