@@ -302,3 +302,13 @@ def test_smollm2_shard_export_is_exact(adapter_for, tmp_path):
     report = json.loads((tmp_path / "lora" / "export_report.json").read_text())
     assert report["exact"] and report["rank"] == 64 and report["probe"]["relative"] <= 1e-5
     assert "--max-lora-rank 64" in log
+
+
+def test_an_adapter_with_trained_parts_is_refused(model_dir, tmp_path):
+    """A LoRA folder would silently drop base parameters trained in full (LoRA servers load A/B only)."""
+    model = bone.apply(bone.load_model(model_dir, dtype=torch.float32),
+                       bone.BoneConfig(r=8, variant="shard", train_parts=["norm"]))
+    adapter = bone.save(model, tmp_path / "adapter")
+    with pytest.raises(ValueError, match="train_parts.*--to merged"):
+        export(adapter, tmp_path / "lora", model_dir)
+    assert nothing_written(tmp_path / "lora")

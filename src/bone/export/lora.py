@@ -351,7 +351,15 @@ class LoraTarget(ExportTarget):
         for f in fields(LoraOptions):
             parser.add_argument("--" + f.name.replace("_", "-"), default=f.default, **f.metadata)
 
+    def check(self, cfg):
+        if cfg.train_parts:
+            return (f"the adapter also trains base parameters in full (train_parts={cfg.train_parts!r}), which a LoRA "
+                    f"folder cannot carry to a LoRA server: export it with --to merged instead")
+        return None
+
     def export(self, adapter, out, *, base, options, overwrite, log):
+        import torch
+
         from ..io import read_adapter
 
         opts = LoraOptions.from_namespace(options)
@@ -359,6 +367,9 @@ class LoraTarget(ExportTarget):
         if not adapter.is_dir():
             raise MissingPathError(f"--adapter {adapter} is not a folder (pass the adapter/ folder that bone train wrote)")
         cfg, blocks, _ = read_adapter(adapter)
+        why = self.check(cfg)
+        if why is not None:
+            raise ConfigError(f"cannot export {adapter} as LoRA: {why}")
         base = _choose_base(cfg, adapter, None if base is None else Path(base), log)
         check_paths([base, adapter], out, overwrite)
         if out.exists() and not out.is_dir():
