@@ -121,3 +121,19 @@ def test_append_text_appends_whole_lines_or_nothing_on_a_real_full_disk(small_di
     assert (err.value.errno, err.value.filename) == (errno.ENOSPC, str(path))
     assert path.read_bytes() == before  # the part that fitted in the last page was cut off again
     assert path.stat().st_mode & 0o777 == 0o666 & ~fs._umask()
+
+
+@pytest.mark.parametrize("leave", [0, 5000, 20000])  # the disk fills in the header, a record, the end
+def test_save_torch_on_a_full_disk_is_an_oserror_naming_the_file(small_disk, leave):
+    """torch's zip writer, closing after a failed write, raises a RuntimeError over the OSError;
+    whatever byte the disk fills at, the writer reports the OSError (ENOSPC, the file's name) and
+    leaves neither the file nor a temporary."""
+    import torch
+
+    disk = small_disk(64)
+    disk.fill(leave=leave)
+    path = disk.path / "rng-rank0.pt"
+    with pytest.raises(OSError) as info:
+        fs.save_torch({"torch": torch.zeros(1 << 18, dtype=torch.uint8), "python": list(range(5000))}, path)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
+    assert not path.exists() and not [p for p in disk.path.iterdir() if ".tmp-" in p.name]

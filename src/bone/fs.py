@@ -137,6 +137,24 @@ def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict | No
         raise OSError(code, os.strerror(code), str(path)) from None
 
 
+def save_torch(obj, path: str | os.PathLike) -> Path:
+    """`torch.save(obj)` to `path` atomically, a failed write raised as the OSError it is: written
+    through a Python file (torch.save to a path name raises a RuntimeError on a full disk), and the
+    zip writer's RuntimeError on closing after a failed write is replaced by that write's OSError."""
+    import torch
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            try:
+                torch.save(obj, f)
+            except RuntimeError as err:
+                if isinstance(err.__context__, OSError):
+                    raise err.__context__ from None
+                raise
+
+    return atomic_write(path, write)
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 

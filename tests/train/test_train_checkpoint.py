@@ -137,3 +137,4 @@ def test_a_full_disk_while_plotting_names_loss_png(model_dir, tmp_path, monkeypa
     assert (err.value.errno, err.value.filename) == (errno.ENOSPC, str(run / "loss.png"))
     assert (run / "adapter" / "adapter_model.safetensors").is_file() and not (run / "loss.png").exists()
     assert not temporaries(run)
+

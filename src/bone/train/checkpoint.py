@@ -57,14 +57,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _save(obj, path: Path) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:  # through a Python file, a full disk is an OSError (torch.save(path): RuntimeError)
-            torch.save(obj, f)
-
-    fs.atomic_write(path, write)
-
-
 def _rng_file(ckpt: Path, rank: int) -> Path:
     return ckpt / f"rng-rank{rank}.pt"
 
@@ -75,14 +67,14 @@ def begin(run: RunDir, step: int) -> Path:
 
 
 def write_rank(tmp: Path, rank: int) -> None:
-    _save(rng_state(), _rng_file(tmp, rank))
+    fs.save_torch(rng_state(), _rng_file(tmp, rank))
 
 
 def write_main(tmp: Path, optimizer_state: dict, scheduler, state: dict, config_yaml: str) -> None:
     """The files every process shares besides the adapter (see sharded.save_trained): optimizer
     state (already gathered when sharded), scheduler, config, and last the position (state.json)."""
-    _save(optimizer_state, tmp / OPTIMIZER)
-    _save(scheduler.state_dict(), tmp / SCHEDULER)
+    fs.save_torch(optimizer_state, tmp / OPTIMIZER)
+    fs.save_torch(scheduler.state_dict(), tmp / SCHEDULER)
     fs.write_text(tmp / CONFIG, config_yaml)
     fs.write_json(tmp / STATE, state)
 
@@ -137,7 +129,7 @@ def load_rank(ckpt: Path, rank: int) -> dict:
 
 
 def load_torch(path: Path, keys: tuple[str, ...]) -> dict:
-    """A dict saved by `_save`, checked to hold `keys`; a file that does not load is a CorruptFileError."""
+    """A dict saved by `fs.save_torch`, checked to hold `keys`; a file that does not load is a CorruptFileError."""
     if not path.is_file():
         raise MissingPathError(f"{path} is missing: the checkpoint {path.parent} is incomplete")
     try:
