@@ -41,8 +41,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
 class Chat:
     """The read-reply loop around a ChatSession."""
 
-    def __init__(self, loaded: inference.Loaded, session, out=sys.stdout):
-        self.loaded, self.session, self.out = loaded, session, out
+    def __init__(self, loaded: inference.Loaded, session, out=None):
+        self.loaded, self.session, self.out = loaded, session, out or sys.stdout
 
     def say(self, text: str = "", end: str = "\n") -> None:
         self.out.write(text + end)
