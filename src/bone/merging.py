@@ -18,9 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from . import variants
+from .adapters import activate, layers_with, merged_adapter, require_layers, resolve
 from .config import BoneConfig
 from .errors import AdapterError, ModelError, UsageError
-from .adapters import require_layers, activate, layers_with, merged_adapter, resolve
 
 
 QUANTIZED_MERGE = (
@@ -64,13 +64,13 @@ def unmerge(model: nn.Module, name: str | None = None) -> nn.Module:
         merged = merged_adapter(model)
         if merged not in (None, name):
             raise UsageError(f"adapter {name!r} is not merged ({merged!r} is): call bone.unmerge(model) to unmerge it")
-    for name, layer in layers:
+    for target, layer in layers:
         adapter = layer.adapter(layer.merged_name)
         if adapter.variant.needs_inverse:
             try:
                 variants.inverse_blocks(adapter.block)
             except AdapterError as err:
-                raise AdapterError(f"cannot unmerge {name}: {err}") from None
+                raise AdapterError(f"cannot unmerge {target}: {err}") from None
     for _, layer in layers:
         layer.write_weight(layer.unmerged_weight())
         layer.merged_name = None
