@@ -146,6 +146,7 @@ def test_rwkv_chat_with_the_world_tokenizer(bone_cli, monkeypatch, tmp_path):
 @pytest.mark.parametrize("argv,pattern", [
     (["--adapter", "nowhere"], "adapter directory nowhere does not exist"),
     (["--temperature", "-1"], "temperature must be 0 (greedy) or a positive number"),
+    (["--device", "gpu"], "--device 'gpu' is not a device: use cpu, cuda, cuda:N or auto"),
 ])
 def test_bad_options_are_one_line_before_loading(bone_cli, model_dir, argv, pattern):
     code, out, err = bone_cli("chat", "--model", model_dir, *argv)

@@ -120,6 +120,23 @@ def _template(choice: str, spec: AdapterSpec | None) -> str:
     return trained_template(spec.path) or "alpaca"
 
 
+def device(name: str):
+    """The torch device --device names ("auto": cuda when available), checked before anything loads."""
+    import torch
+
+    from ..errors import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r} is not a device: use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device is available here; use --device cpu")
+    return dev
+
+
 class Loaded:
     """The model with its adapters side by side, its tokenizer and each adapter's prompt format."""
 
@@ -130,18 +147,18 @@ class Loaded:
         from ..generation.formats import prompt_format
         from ..models import load_model, load_tokenizer
 
+        where = device(args.device)
         self.specs = specs
         self._noted: set[str] = set()
         self.tokenizer = load_tokenizer(args.tokenizer or args.model)
         self.formats = {s.name: prompt_format(self.tokenizer, _template(args.template, s)) for s in specs}
         self.formats[BASE] = prompt_format(self.tokenizer, _template(args.template, None))
-        device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         model = load_model(args.model, getattr(torch, args.dtype) if args.dtype else None)
         for spec in specs:
             io.load(model, spec.path, name=spec.name)
         if specs:
             adapters.use(model, specs[0].name)
-        self.model = model.to(device).eval()
+        self.model = model.to(where).eval()
 
     @property
     def first(self) -> str:
