@@ -1,5 +1,6 @@
 """Tiny, offline building blocks for the pipeline tests: a BPE tokenizer trained in milliseconds,
-a 2-layer Llama (hidden 64) saved as a Hugging Face folder, and a small TrainConfig over them.
+a 2-layer Llama (hidden 64) saved as a Hugging Face folder, a small TrainConfig over them, and
+random adapters saved as folders.
 
 tests/conftest.py (pytest) puts this folder on sys.path, so any test can `import tiny`."""
 from __future__ import annotations
@@ -67,3 +68,18 @@ def config(model_dir: Path, out_dir: Path, **extra):
     from bone.train import load_config
 
     return load_config(None, overrides(model_dir, out_dir, **extra))
+
+
+def random_adapter(model_path, path: Path, cfg, seed: int, std: float = 0.2) -> Path:
+    """A Bone adapter with random blocks (a trained adapter's stand-in) for the model at `model_path`
+    (anything bone.load_model reads), saved at `path`."""
+    import torch
+
+    import bone
+
+    model = bone.apply(bone.load_model(model_path), cfg)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, layer in bone.bone_layers(model):
+            layer.bone_block.copy_(torch.randn(layer.bone_block.shape, generator=g) * std)
+    return bone.save(model, path)

@@ -28,11 +28,12 @@ from torch import Tensor, nn
 
 from . import parts as trained_parts
 from . import rwkv_peft, variants
-from .bases import is_adaptable, shape_of
+from .adapters import bone_layers, layers_with, resolve
 from .config import BoneConfig
 from .errors import AdapterError, ConfigError, MissingPathError, ModelError, OutputExistsError
 from .fs import atomic_write, save_safetensors, write_json
-from .inject import adapter_config, apply, bone_layers, require_unadapted
+from .inject import adaptable, adapter_config, apply, require_unadapted, target_shape
+from .layer import DEFAULT
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -40,9 +41,10 @@ BONE_FILE = "bone_config.json"
 _PREFIX = "base_model.model."
 
 
-def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """{module name: adapter block} for every Bone layer."""
-    return {name: layer.bone_block.detach() for name, layer in bone_layers(model)}
+def adapter_state_dict(model: nn.Module, name: str | None = None) -> dict[str, Tensor]:
+    """{module name: block} of adapter `name` (default: the active one), for every layer holding it."""
+    name = resolve(model, name)
+    return {target: layer.adapter(name).block.detach() for target, layer in layers_with(model, name)}
 
 
 def peft_config_dict(cfg: BoneConfig, names: list[str], model: nn.Module | None = None) -> dict:
@@ -70,26 +72,29 @@ def peft_config_dict(cfg: BoneConfig, names: list[str], model: nn.Module | None 
 
 
 def save(model: nn.Module, path: str | os.PathLike, blocks: dict[str, Tensor] | None = None,
-         parts: dict[str, Tensor] | None = None) -> Path:
-    """Write the model's adapter (the blocks and the trained parts) as a PEFT-layout directory; returns the path.
+         parts: dict[str, Tensor] | None = None, name: str | None = None) -> Path:
+    """Write adapter `name` (default: the active one; its blocks and the model's trained parts) as a
+    PEFT-layout directory; returns the path. The folder does not record the name:
+    `bone.load(model, path, name=...)` chooses one.
 
-    blocks: {module name: full block} to write instead of the layers' own `bone_block` (for
-    example blocks gathered from FSDP shards); it must name exactly the model's Bone layers.
+    blocks: {module name: full block} to write instead of the layers' own blocks (for example
+    blocks gathered from FSDP shards); it must name exactly the layers that hold the adapter.
     parts: {parameter name: full value} likewise for the trained parts (bone.parts)."""
-    layers = list(bone_layers(model))
-    if not layers:
+    if next(bone_layers(model), None) is None:
         raise ModelError("the model has no Bone adapters to save: call bone.apply or bone.load first")
+    name = resolve(model, name)
+    layers = layers_with(model, name)
     if blocks is None:
-        blocks = {n: layer.bone_block for n, layer in layers}
+        blocks = {n: layer.adapter(name).block for n, layer in layers}
     elif set(blocks) != {n for n, _ in layers}:
-        raise AdapterError(f"blocks must name exactly the model's Bone layers; differences: "
-                         f"{sorted(set(blocks) ^ {n for n, _ in layers})[:5]}")
+        raise AdapterError(f"blocks must name exactly the model's Bone layers of adapter {name!r}; differences: "
+                           f"{sorted(set(blocks) ^ {n for n, _ in layers})[:5]}")
     part_names = trained_parts.names(model)
     if parts is None:
         parts = {n: model.get_parameter(n) for n in part_names}
     elif set(parts) != set(part_names):
         raise AdapterError(f"parts must name exactly the model's trained parts; differences: {sorted(set(parts) ^ set(part_names))[:5]}")
-    cfg = adapter_config(model)
+    cfg = adapter_config(model, name)
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputExistsError(f"{path} exists and is not a directory")
@@ -283,12 +288,14 @@ def _check_parts(model: nn.Module, cfg: BoneConfig, parts: dict[str, Tensor], bl
                                f"either adapted or trained in full, not both")
 
 
-def load(model: nn.Module, path: str | os.PathLike, **overrides) -> nn.Module:
+def load(model: nn.Module, path: str | os.PathLike, name: str | None = None, **overrides) -> nn.Module:
     """Inject the adapter stored at `path` (a folder, or an RWKV-PEFT `.pth`) into `model` and load its
     blocks and trained parts. Nothing changes on error.
 
+    name: add it under this name next to the model's other adapters, as the active one
+    (`bone.adapters`); None: the single-adapter API ("default", on a model without adapters).
     overrides: BoneConfig fields that do not change the math (fused, chunk_size, dtype, dropout)."""
-    require_unadapted(model)
+    require_unadapted(model, name)
     cfg, blocks, _, parts = read(path)
     fixed = {"r", "variant", "mini_r", "target_modules", "exclude_modules", "train_parts"} & set(overrides)
     if fixed:
@@ -297,22 +304,23 @@ def load(model: nn.Module, path: str | os.PathLike, **overrides) -> nn.Module:
     file = Path(path) if Path(path).is_file() else Path(path) / WEIGHTS_FILE
     modules = dict(model.named_modules())
     variant = variants.get(cfg.variant)
-    for name, block in blocks.items():
-        module = modules.get(name)
-        if module is None or not is_adaptable(module):
-            linear = [n for n, m in modules.items() if is_adaptable(m)][:5]
-            raise AdapterError(f"{file}: module {name!r} is not a linear layer of this model (e.g. {linear})")
-        out, in_ = shape_of(module)
+    for target, block in blocks.items():
+        module = modules.get(target)
+        if module is None or not adaptable(module):
+            linear = [n for n, m in modules.items() if adaptable(m)][:5]
+            raise AdapterError(f"{file}: module {target!r} is not a linear layer of this model (e.g. {linear})")
+        out, in_ = target_shape(module)
         expected = variant.block_shape(out, in_, cfg.r, cfg.mini_r)
         if tuple(block.shape) != tuple(expected):
             raise AdapterError(
-                f"{file}: tensor for {name} has shape {tuple(block.shape)}, but the model's layer (out={out}, "
+                f"{file}: tensor for {target} has shape {tuple(block.shape)}, but the model's layer (out={out}, "
                 f"in={in_}) needs {tuple(expected)}: the adapter was made for a different base model"
             )
     _check_parts(model, cfg, parts, blocks, file)
-    apply(model, cfg, modules=sorted(blocks), parts=[n for n, _ in model.named_parameters() if n in parts])
+    apply(model, cfg, modules=sorted(blocks), parts=[n for n, _ in model.named_parameters() if n in parts], name=name)
+    name = name or DEFAULT
     with torch.no_grad():
-        for name, layer in bone_layers(model):
-            layer.bone_block.copy_(blocks[name])
+        for target, layer in layers_with(model, name):
+            layer.adapter(name).block.copy_(blocks[target])
     trained_parts.assign(model, parts)
     return model

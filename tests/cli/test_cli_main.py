@@ -34,7 +34,8 @@ def test_help_and_usage_errors_do_not_import_torch():
              ["eval", "--model", "m", "--data", "d", "--out", "o", "--batch-size", "0"],
              ["eval", "--model", "m", "--data", "d", "--out", "o", "--max-new-tokens", "0"],
              ["eval", "--model", "m", "--data", "d", "--out", "o", "--limit", "0"],
-             ["eval", "--model", "m", "--data", "d", "--out", "o", "--max-length", "1"]]
+             ["eval", "--model", "m", "--data", "d", "--out", "o", "--max-length", "1"],
+             ["generate", "--help"], ["chat", "--help"], ["generate", "--model", "m"], ["chat", "--top-k", "x"]]
     r = subprocess.run([sys.executable, "-c", HELP_PROBE, json.dumps(calls)], capture_output=True, text=True, env=ENV,
                        cwd=ROOT, timeout=120)
     found = json.loads(r.stdout)
@@ -53,7 +54,7 @@ def test_python_dash_m_bone_lists_commands():
     r = subprocess.run([sys.executable, "-m", "bone", "--help"], capture_output=True, text=True, cwd=ROOT, env=ENV,
                        timeout=120)
     assert r.returncode == 0
-    assert all(f"bone {c}" in r.stdout for c in ("train", "eval", "merge", "export", "bench"))
+    assert all(f"bone {c}" in r.stdout for c in ("train", "eval", "merge", "export", "generate", "chat", "bench"))
 
 
 def test_unknown_command_is_a_usage_error(bone_cli):

@@ -59,7 +59,7 @@ class BoneMethod(Method):
 
     def _layer_names(self, model: nn.Module) -> dict[str, str]:
         """{parameter name: layer name} of the active blocks, in training order."""
-        layer_of = {id(layer.bone_block): name for name, layer in bone_layers(model)}
+        layer_of = {id(layer.bone_block): name for name, layer in bone_layers(model) if layer.active is not None}
         return {n: layer_of[id(p)] for n, p in self.trainable(model) if id(p) in layer_of}
 
     def save(self, model, path, tensors=None):
