@@ -1,7 +1,9 @@
 """The `merged` target (`bone merge`): fold an adapter into its base model's files, checked.
 
-The family of the base (`bone.models.family`) writes the merged files: Hugging Face folders are
-streamed shard by shard, RWKV `.pth` files go through `merge_pth`. The result is written under a
+The method that owns the adapter folder (`bone.methods.owner`) says how it merges: a Bone adapter
+is handed to the base's family (`bone.models.family`), which streams Hugging Face folders shard by
+shard and RWKV `.pth` files through `merge_pth`; a baseline (LoRA, PiSSA, DoRA, full) is loaded
+onto the base, folded by its method and written by the family. The result is written under a
 temporary name, compared with base + adapter on a probe batch, and only then renamed to `out`.
 torch is imported when a merge runs, so `bone merge --help` and `bone export --help` start fast.
 """
@@ -43,10 +45,10 @@ def probe_difference(base: Path, adapter: Path, merged: Path) -> tuple[float, fl
     The two models are loaded one after the other, never together."""
     import torch
 
-    from ..io import load
+    from ..methods import owner
     from ..models import load_model
 
-    model = load(load_model(base, dtype=torch.float32), adapter)
+    model = owner(adapter).load(load_model(base, dtype=torch.float32), adapter)
     ids = probe_ids(model.config.vocab_size)
     want = _logits(model, ids)
     del model
@@ -72,6 +74,7 @@ def _remove(path: Path) -> None:
 def merge(base: str | Path, adapter: str | Path, out: str | Path, *, overwrite: bool = False, check: bool = True,
           log=print) -> Path:
     """Merge `adapter` into `base` and write `out` (HF folder or `.pth`); returns `out`."""
+    from ..methods import owner
     from ..models import family_of, resolve
 
     base, adapter, out = Path(resolve(base)), Path(adapter), Path(out)
@@ -80,6 +83,8 @@ def merge(base: str | Path, adapter: str | Path, out: str | Path, *, overwrite: 
                                f"or an embedded name such as smollm2-135m)")
     if not adapter.is_dir():
         raise MissingPathError(f"--adapter {adapter} is not a folder (pass the adapter/ folder that bone train wrote)")
+    method = owner(adapter)
+    method.require()
     family = family_of(base)
     family.check_merge(base, out)
     check_paths([base, adapter], out, overwrite)
@@ -91,7 +96,7 @@ def merge(base: str | Path, adapter: str | Path, out: str | Path, *, overwrite: 
     remove_stale(out)
     tmp = temp_sibling(out, "" if base.is_dir() else out.suffix)  # a file keeps its suffix: families go by it
     try:
-        log(family.merge_files(base, adapter, tmp))
+        log(method.export_merged(base, adapter, tmp))
         if check:
             diff, scale = probe_difference(base, adapter, tmp)
             tol = tolerance(family.stored_dtypes(base), scale)

@@ -1,13 +1,15 @@
 """The Bone method: `bone.apply` with the run's `bone:` section (variant, r, targets, ...)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from torch import nn
 
-from .. import io
+from .. import io, variants
+from ..bases import shape_of
 from ..errors import AdapterError
-from ..inject import apply, bone_layers, trainable_parameters
+from ..inject import apply, bone_layers, check_shapes, resolve_targets, trainable_parameters, unload
 from ..merging import disabled, merge
 from .base import Method, named_trainable
 
@@ -18,6 +20,16 @@ class BoneMethod(Method):
 
     def label(self, cfg):
         return f"Bone-{cfg.bone.variant} r={cfg.bone.r}"
+
+    def count(self, model, cfg):
+        b = cfg.bone
+        names = resolve_targets(model, b)
+        check_shapes(model, names, b)
+        variant, total = variants.get(b.variant), 0
+        for name in names:
+            out, in_ = shape_of(model.get_submodule(name))
+            total += math.prod(variant.block_shape(out, in_, b.r, b.mini_r))
+        return total
 
     def apply(self, model, cfg):
         return apply(model, cfg.bone)
@@ -53,6 +65,15 @@ class BoneMethod(Method):
 
     def fold(self, model):
         merge(model)  # generation then runs at base-model speed
+
+    def merged(self, model):
+        merge(model)
+        return unload(model)
+
+    def export_merged(self, base, adapter, dest):
+        from ..models import family_of
+
+        return family_of(base).merge_files(base, adapter, dest)  # streamed shard by shard, never the whole model
 
     def base_outputs(self, model):
         return disabled(model)  # a zero adapter adds nothing: skip its weight rebuild

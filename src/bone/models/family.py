@@ -46,6 +46,19 @@ class Family:
         """Write base with the adapter merged to the new path `dest`; returns a summary line."""
         raise NotImplementedError
 
+    def check_save_model(self, base: Path) -> None:
+        """Refuse (before any work) `save_model` for this base: by default the family writes only
+        merged adapters (`merge_files`), not whole models."""
+        from ..errors import ModelError
+
+        raise ModelError(f"{base} is a {self.name} model: bone writes merged models of this family only for Bone "
+                         f"adapters (whole models are written for Hugging Face folders)")
+
+    def save_model(self, model: nn.Module, base: Path, dest: Path) -> None:
+        """Write the whole `model` (the base at `base` with new weights) as a model of this family at the
+        new path `dest`, with the base's other files (tokenizer, ...)."""
+        raise NotImplementedError
+
     def stored_dtypes(self, base: Path) -> set[torch.dtype]:
         """The floating dtypes the base's weight files store."""
         raise NotImplementedError

@@ -80,10 +80,16 @@ def merge_folder(base: Path, adapter: Path, dest: Path) -> dict:
                 n_tensors += 1
         save_safetensors(out_tensors, dest / f, metadata=metadata)
         del out_tensors
-    for p in base.iterdir():
-        if p.is_file() and not p.name.endswith(WEIGHT_SUFFIXES) and not p.name.startswith("."):
-            shutil.copy2(p, dest / p.name)
+    copy_side_files(base, dest)
     return {"merged": len(blocks), "tensors": n_tensors, "shards": len(files)}
+
+
+def copy_side_files(base: Path, dest: Path) -> None:
+    """Copy the files of the folder `base` that are not weights (config, tokenizer, ...) into `dest`,
+    keeping the ones `dest` already has."""
+    for p in base.iterdir():
+        if p.is_file() and not p.name.endswith(WEIGHT_SUFFIXES) and not p.name.startswith(".") and not (dest / p.name).exists():
+            shutil.copy2(p, dest / p.name)
 
 
 _DTYPES = {"F32": torch.float32, "F64": torch.float64, "BF16": torch.bfloat16, "F16": torch.float16}
@@ -140,6 +146,13 @@ class HFFamily(Family):
     def merge_files(self, base, adapter, dest):
         stats = merge_folder(base, adapter, dest)
         return f"merged {stats['merged']} adapted weights ({stats['tensors']} tensors, {stats['shards']} shard(s))"
+
+    def check_save_model(self, base):
+        self.check_merge(base, base)
+
+    def save_model(self, model, base, dest):
+        model.save_pretrained(str(dest))
+        copy_side_files(base, dest)
 
     def stored_dtypes(self, base):
         out = set()

@@ -33,6 +33,24 @@ class ModelSection:
 
 
 @dataclass
+class LoraSection:
+    r: int | str = "auto"  # LoRA rank, or "auto": the rank whose trainable count is closest to the bone section's on the same model
+    alpha: float | None = None  # scale = alpha / r; None = alpha equal to the rank (scale 1)
+    dropout: float = 0.0  # dropout on the LoRA input path (PEFT lora_dropout)
+    target_modules: list[str] | str | None = None  # same forms as bone.target_modules; None = the bone section's targets
+
+    def __post_init__(self) -> None:
+        if isinstance(self.r, str) and self.r != "auto":
+            raise ConfigError(f"lora.r must be a positive int or \"auto\", got {self.r!r}")
+        if isinstance(self.r, int) and self.r < 1:
+            raise ConfigError(f"lora.r must be >= 1 (or \"auto\"), got {self.r}")
+        if self.alpha is not None and self.alpha <= 0:
+            raise ConfigError(f"lora.alpha must be > 0 or null, got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
 class DataSection:
     train: str = "bundled:arith"  # training data: .jsonl/.json/.csv/.parquet file, "bundled:arith", or Hub dataset name
     train_split: str = "train"  # split of `train` to read (bundled and Hub data)
@@ -131,9 +149,10 @@ class EvalSection:
 @dataclass
 class TrainConfig:
     output_dir: str = "runs/bone"  # run folder: checkpoints/, adapter/, metrics.jsonl, loss.png, config.yaml
-    method: str = "bone"  # what to train: a method of bone.methods ("bone": Bone adapters, set in the bone section)
+    method: str = "bone"  # what to train: "bone" (Bone adapters, the bone section), "lora" / "pissa" / "dora" (PEFT, the lora section) or "full" (every weight)
     model: ModelSection = field(default_factory=ModelSection)  # base model
     bone: BoneConfig = field(default_factory=BoneConfig)  # adapter options, passed straight to bone.BoneConfig
+    lora: LoraSection = field(default_factory=LoraSection)  # LoRA / PiSSA / DoRA baselines (method lora, pissa or dora)
     data: DataSection = field(default_factory=DataSection)  # datasets, fields, template, lengths
     optim: OptimSection = field(default_factory=OptimSection)  # AdamW
     schedule: ScheduleSection = field(default_factory=ScheduleSection)  # steps, batches, lr schedule, precision, seed
@@ -154,7 +173,7 @@ class TrainConfig:
         return {k: v for k, v in flat.items() if k not in ("schedule.batch_size", "schedule.grad_accum")}
 
 
-RUN_DEFINING = ("method", "model", "bone", "data", "optim", "schedule")  # the sections (and keys) that fix the math
+RUN_DEFINING = ("method", "model", "bone", "lora", "data", "optim", "schedule")  # the sections (and keys) that fix the math
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
