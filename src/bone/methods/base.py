@@ -39,8 +39,9 @@ class Method:
         """Raise MissingDependencyError (with the install line) when a package this method needs is
         missing. Called before any data or model is loaded."""
 
-    def label(self, cfg: "TrainConfig") -> str:
-        """A short description of the configured method, e.g. 'Bone-col r=64'."""
+    def label(self, cfg: "TrainConfig", model: nn.Module | None = None) -> str:
+        """A short description of the configured method, e.g. 'Bone-col r=64'; given the model (before
+        `apply`, unchanged), with automatic choices resolved, e.g. 'LoRA r=12 (auto)'."""
         raise NotImplementedError
 
     def count(self, model: nn.Module, cfg: "TrainConfig") -> int:

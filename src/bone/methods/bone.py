@@ -18,7 +18,7 @@ class BoneMethod(Method):
     name = "bone"
     about = "Bone adapters (variant col / row / shard / mini, Flash-Bone kernels)"
 
-    def label(self, cfg):
+    def label(self, cfg, model=None):
         return f"Bone-{cfg.bone.variant} r={cfg.bone.r}"
 
     def count(self, model, cfg):

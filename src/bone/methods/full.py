@@ -32,7 +32,7 @@ class FullMethod(Method):
     name = "full"
     about = "full fine-tuning: every weight trains (small models; a reference point)"
 
-    def label(self, cfg):
+    def label(self, cfg, model=None):
         return "full fine-tuning"
 
     def count(self, model, cfg):

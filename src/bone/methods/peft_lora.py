@@ -71,8 +71,10 @@ class LoraMethod(Method):
     def require(self):
         return require("peft", INSTALL, f"method {self.name}")
 
-    def label(self, cfg):
-        return f"{self.title} r={cfg.lora.r}"
+    def label(self, cfg, model=None):
+        if model is None or cfg.lora.r != "auto":
+            return f"{self.title} r={cfg.lora.r}"
+        return f"{self.title} r={self._match(model, cfg)[0]} (auto)"
 
     # ---------------------------------------------------------------- size
     def _per_rank(self, model: nn.Module, names: list[str]) -> tuple[int, int]:

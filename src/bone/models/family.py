@@ -32,6 +32,11 @@ class Family:
     def load_tokenizer(self, path: Path | str):
         raise NotImplementedError
 
+    def load_shapes(self, path: Path | str) -> nn.Module:
+        """A model with the architecture and parameter shapes of `path`, for counting and target
+        resolution; its weights may be missing (meta tensors). By default the model itself."""
+        return self.load_model(path, None)
+
     def prepare(self, model: nn.Module, tokenizer) -> None:
         """Checks before training or evaluation (e.g. the tokenizer fits the embedding)."""
 

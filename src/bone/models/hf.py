@@ -124,6 +124,13 @@ class HFFamily(Family):
 
         return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or "auto")
 
+    def load_shapes(self, path):
+        self._check_source(path, "model")
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        with torch.device("meta"):  # shapes only: nothing is read or allocated
+            return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(path)))
+
     def load_tokenizer(self, path):
         self._check_source(path, "tokenizer")
         from transformers import AutoTokenizer
