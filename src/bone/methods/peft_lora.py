@@ -170,7 +170,12 @@ class LoraMethod(Method):
         if missing or len(saved) != len(keys):
             extra = sorted(set(saved) - set(keys.values()))
             raise AdapterError(f"{path} does not fit this model: missing {missing[:3]}, unexpected {extra[:3]}")
-        return self._trained_part(model, {n: saved[k] for n, k in keys.items()}, Path(path))
+        trained = self._trained_part(model, {n: saved[k] for n, k in keys.items()}, Path(path))
+        for name, p in self.trainable(model):
+            if tuple(trained[name].shape) != tuple(p.shape):
+                raise AdapterError(f"{path} does not fit this model: {name} has shape {tuple(trained[name].shape)} "
+                                   f"there, {tuple(p.shape)} here (another lora.r or targets?)")
+        return trained
 
     def _trained_part(self, model: nn.Module, saved: dict, path: Path) -> dict[str, torch.Tensor]:
         """The trained tensors in a saved folder (keyed by parameter name), undoing `_for_original_base`."""
@@ -242,6 +247,9 @@ class PissaMethod(LoraMethod):
         initial, out = getattr(model, INITIAL), {}
         for name, t in saved.items():
             r = initial[name].shape[0 if ".lora_A." in name else 1]
+            if t.shape[0 if ".lora_A." in name else 1] != 2 * r:
+                raise AdapterError(f"{path} does not fit this model: {name} holds rank {t.shape[0 if '.lora_A.' in name else 1]}, "
+                                   f"a converted PiSSA adapter of rank {r} holds {2 * r} (another lora.r or targets?)")
             trained, init = (t[:r], t[r:]) if ".lora_A." in name else (t[:, :r], -t[:, r:])
             if init.shape != initial[name].shape or not torch.allclose(init, initial[name], rtol=1e-4, atol=1e-6):
                 raise AdapterError(f"{path}: the PiSSA initialisation saved there differs from the one computed from "
