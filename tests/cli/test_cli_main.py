@@ -28,13 +28,15 @@ print(json.dumps({"codes": codes, "torch": "torch" in sys.modules, "transformers
 def test_help_and_usage_errors_do_not_import_torch():
     """Help of every command (bench's is bone.bench's own) and argparse's usage errors run without torch."""
     calls = [["--help"], [], ["train", "--help"], ["eval", "--help"], ["merge", "--help"], ["export", "--help"],
-             ["export", "--to", "merged", "--help"], ["trian"], ["eval", "--model", "m"], ["train", "--stop-at", "x"],
+             ["export", "--to", "merged", "--help"], ["compare", "--help"], ["trian"], ["eval", "--model", "m"],
+             ["train", "--stop-at", "x"],
              ["export", "--to", "gguf"], ["export", "--to", "merged", "--adapter", "a", "--out", "o"]]
     r = subprocess.run([sys.executable, "-c", HELP_PROBE, json.dumps(calls)], capture_output=True, text=True, env=ENV,
                        cwd=ROOT, timeout=120)
     found = json.loads(r.stdout)
     assert found["codes"] == {"--help": 0, "": 2, "train --help": 0, "eval --help": 0, "merge --help": 0,
-                              "export --help": 0, "export --to merged --help": 0, "trian": 2, "eval --model m": 2,
+                              "export --help": 0, "export --to merged --help": 0, "compare --help": 0, "trian": 2,
+                              "eval --model m": 2,
                               "train --stop-at x": 2, "export --to gguf": 2,
                               "export --to merged --adapter a --out o": 2}
     assert found["torch"] is False and found["transformers"] is False
@@ -44,7 +46,7 @@ def test_python_dash_m_bone_lists_commands():
     r = subprocess.run([sys.executable, "-m", "bone", "--help"], capture_output=True, text=True, cwd=ROOT, env=ENV,
                        timeout=120)
     assert r.returncode == 0
-    assert all(f"bone {c}" in r.stdout for c in ("train", "eval", "merge", "export", "bench"))
+    assert all(f"bone {c}" in r.stdout for c in ("train", "eval", "merge", "export", "bench", "compare"))
 
 
 def test_unknown_command_is_a_usage_error(bone_cli):

@@ -23,17 +23,18 @@ def run(cfg: CompareConfig, command: str = "bone compare") -> int:
 
     plan = make_plan(cfg)
     code = grid.run_grid(plan)
-    if code != 0:
+    if code != 0 and grid.is_main():
+        print(f"bone compare: stopped; run `{command}` again to continue from the checkpoint just saved "
+              f"(finished runs are kept)", flush=True)
+    if code != 0 or not grid.is_main():  # the test evaluation and the report are the main process's alone
         return code
-    if grid.is_main():
-        scores = results.validation(plan)
-        picked = results.picked(plan, scores)
-        grid.run_tests(plan, picked)
-        summary = results.summarize(plan, picked, scores)
-        paths = report.write(plan, summary, command)
-        print("\n".join(["", *report.table(summary), "", f"report: {', '.join(map(str, paths))}",
-                         report.closing_line(summary)]), flush=True)
-    grid.barrier()
+    scores = results.validation(plan)
+    picked = results.picked(plan, scores)
+    grid.run_tests(plan, picked)
+    summary = results.summarize(plan, picked, scores)
+    paths = report.write(plan, summary, command)
+    print("\n".join(["", *report.table(summary), "", f"report: {', '.join(map(str, paths))}",
+                     report.closing_line(summary)]), flush=True)
     return 0
 
 

@@ -95,13 +95,13 @@ def check_heldout(cfg: CompareConfig) -> tuple[dict, list[dict]]:
     """Load the validation (when a learning rate is to be picked) and test records; refuse overlaps
     between them. Returns (sizes and overlaps with the training data, test records)."""
     d = cfg.train.data
-    train = _prompts(cfg, load_records(d.train, split=d.train_split, limit=d.train_limit))
+    validation = _prompts(cfg, _heldout_records(cfg, "validation", cfg.validation)) if cfg.needs_validation else None
     test_records = _heldout_records(cfg, "test", cfg.test)
     test = _prompts(cfg, test_records)
+    train = _prompts(cfg, load_records(d.train, split=d.train_split, limit=d.train_limit))
     data = {"train": len(train), "test": len(test_records), "test_in_train": len(test & train),
             "test_source": "{} ({})".format(*cfg.heldout(cfg.test))}
-    if cfg.needs_validation:
-        validation = _prompts(cfg, _heldout_records(cfg, "validation", cfg.validation))
+    if validation is not None:
         shared = validation & test
         if shared:
             raise ConfigError(f"the validation and test data share {len(shared)} prompt(s), e.g. {sorted(shared)[0][:60]!r}: "

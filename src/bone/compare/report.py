@@ -111,8 +111,8 @@ def _protocol(plan: Plan, summary: dict) -> list[str]:
         "or longer training (the paper's numbers are LLaMA2-7B on MetaMathQA, one epoch of 395k examples).",
         "- Accuracy is exact match of the final number; nothing else about the answers is judged.",
         "- Seconds per step and peak memory are measured in this process on this machine (other programs sharing it "
-        "slow every arm); seconds include checkpoint writes, peak memory is what a training session added "
-        f"({summary['arms'][cfg.reference]['memory_kind'] or 'not measured'}).",
+        "slow every arm); seconds include checkpoint writes, peak memory is what a training session added, the "
+        f"median over the arm's sessions ({summary['arms'][cfg.reference]['memory_kind'] or 'not measured'}).",
     ]
 
 

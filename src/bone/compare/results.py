@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MissingPathError
+from ..errors import DataError, MissingPathError
 from ..train.rundir import RunDir
 from . import stats
 from .config import lr_name, method_of, run_folder
@@ -70,7 +70,8 @@ def _correct(folder: Path) -> tuple[list[str], list[int]]:
 
 
 def _costs(plan: Plan, arm: str) -> dict:
-    """Seconds per optimizer step over every session of the arm's runs, and their largest peak memory."""
+    """Seconds per optimizer step over every session of the arm's runs, and the median of their peak
+    memories (the median: the first session of a process also pays for one-time allocations)."""
     sessions = []
     for lr in plan.cfg.lrs[arm]:
         for run in _runs(plan, arm, lr):
@@ -78,7 +79,8 @@ def _costs(plan: Plan, arm: str) -> dict:
                 sessions += [json.loads(ln) for ln in run.timing.read_text().splitlines() if ln.strip()]
     steps, seconds = sum(s["steps"] for s in sessions), sum(s["seconds"] for s in sessions)
     peaks = [s["peak_bytes"] for s in sessions if s.get("peak_bytes") is not None]
-    return {"seconds_per_step": seconds / steps if steps else None, "peak_memory_bytes": max(peaks) if peaks else None,
+    return {"seconds_per_step": seconds / steps if steps else None,
+            "peak_memory_bytes": int(np.median(peaks)) if peaks else None,
             "memory_kind": sessions[0]["memory"] if sessions else None, "device": sessions[0]["device"] if sessions else None}
 
 
@@ -99,7 +101,7 @@ def summarize(plan: Plan, lrs: dict[str, float], scores: dict[str, dict[float, l
         for seed in cfg.seeds:
             questions, row = _correct(run_folder(cfg, arm, lrs[arm], seed))
             if items is not None and questions != items:
-                raise MissingPathError(f"the test predictions of {arm} seed {seed} are not on the same items as the others: "
+                raise DataError(f"the test predictions of {arm} seed {seed} are not on the same items as the others: "
                                        f"delete the eval/{TEST} folders of the grid and rerun bone compare")
             items = questions
             rows.append(row)
