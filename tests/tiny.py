@@ -83,3 +83,24 @@ def random_adapter(model_path, path: Path, cfg, seed: int, std: float = 0.2) -> 
         for _, layer in bone.bone_layers(model):
             layer.bone_block.copy_(torch.randn(layer.bone_block.shape, generator=g) * std)
     return bone.save(model, path)
+
+
+def compare_overrides(model_dir: Path, out_dir: Path, **extra) -> list[str]:
+    """key=value overrides of a fast tiny `bone compare` grid: col and lora, two rates each, one seed, 4 steps
+    of 4 examples, 10 validation and 16 test problems answered in at most 8 tokens."""
+    base = {
+        "output_dir": out_dir, "methods": "[col,lora]", "lrs.col": "[1e-3,3e-3]", "lrs.lora": "[1e-3,3e-3]",
+        "seeds": "[0]", "validation.limit": 10, "test.limit": 16, "test.base": False, "bootstrap": 500,
+        "train.model.path": model_dir, "train.data.train_limit": 48, "train.data.max_length": 128, "train.bone.r": 8,
+        "train.schedule.batch_size": 4, "train.schedule.max_steps": 4, "train.checkpointing.every": 2,
+        "train.logging.progress": False, "train.logging.tensorboard": False, "train.logging.plot": False,
+        "train.eval.max_new_tokens": 8, "train.eval.batch_size": 16,
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def compare_config(model_dir: Path, out_dir: Path, **extra):
+    from bone.compare import load_compare_config
+
+    return load_compare_config(None, compare_overrides(model_dir, out_dir, **extra))

@@ -28,8 +28,8 @@ print(json.dumps({"codes": codes, "torch": "torch" in sys.modules, "transformers
 def test_help_and_usage_errors_do_not_import_torch():
     """Help of every command (bench's is bone.bench's own) and argparse's usage errors run without torch."""
     calls = [["--help"], [], ["train", "--help"], ["eval", "--help"], ["merge", "--help"], ["export", "--help"],
-             ["export", "--to", "merged", "--help"], ["bench", "--help"], ["trian"], ["eval", "--model", "m"],
-             ["train", "--stop-at", "x"], ["train", "--stop-at", "0"], ["export", "--to", "gguf"],
+             ["export", "--to", "merged", "--help"], ["bench", "--help"], ["compare", "--help"], ["trian"],
+             ["eval", "--model", "m"], ["train", "--stop-at", "x"], ["train", "--stop-at", "0"], ["export", "--to", "gguf"],
              ["export", "--to", "merged", "--adapter", "a", "--out", "o"], ["bench", "--repeats", "x"],
              ["eval", "--model", "m", "--data", "d", "--out", "o", "--batch-size", "0"],
              ["eval", "--model", "m", "--data", "d", "--out", "o", "--max-new-tokens", "0"],
@@ -54,7 +54,7 @@ def test_python_dash_m_bone_lists_commands():
     r = subprocess.run([sys.executable, "-m", "bone", "--help"], capture_output=True, text=True, cwd=ROOT, env=ENV,
                        timeout=120)
     assert r.returncode == 0
-    assert all(f"bone {c}" in r.stdout for c in ("train", "eval", "merge", "export", "generate", "chat", "bench"))
+    assert all(f"bone {c}" in r.stdout for c in ("train", "eval", "merge", "export", "generate", "chat", "bench", "compare"))
 
 
 def test_unknown_command_is_a_usage_error(bone_cli):

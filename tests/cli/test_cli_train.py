@@ -48,7 +48,7 @@ def test_resume_takes_an_override_or_a_config_after_it(bone_cli):
     (["train", "missing.yaml"], "config file 'missing.yaml' not found"),
     (["train", "optim.lr=fast"], "config key 'optim.lr': expected float, got 'fast'"),
     (["train", "optim.learning_rate=1"], "unknown config key 'optim.learning_rate'"),
-    (["train", "method=lora"], "unknown method 'lora'; choose one of ['bone']"),
+    (["train", "method=adalora"], "unknown method 'adalora'; choose one of ['bone', 'lora', 'pissa', 'dora', 'full']"),
     (["train", "data.template=plain"], "data.template='plain': use one of ('alpaca', 'chat')"),
     (["train", "--resume", "/nonexistent/run"], "--resume /nonexistent/run is not a folder"),
     (["train", "--bogus"], "unknown config key 'bogus'"),

@@ -92,7 +92,7 @@ def test_missing_inputs_are_clear_errors(sharded_dir, adapter_for, tmp_path):
     with pytest.raises(FileNotFoundError, match="--adapter .*nope does not exist"):
         merge(sharded_dir, tmp_path / "nope", tmp_path / "m")
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(ValueError, match="is a file but not a .pth"):
+    with pytest.raises(ValueError, match="notes.txt is a file no method reads: pass the adapter folder"):
         merge(sharded_dir, tmp_path / "notes.txt", tmp_path / "m")
     bins = tmp_path / "bin-only"
     bins.mkdir()

@@ -18,7 +18,7 @@ from bone.train import load_config
 
 ROOT = Path(__file__).parents[2]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
-TRAIN_CONFIGS = [p for p in CONFIGS if "accelerate" not in p.name]
+TRAIN_CONFIGS = [p for p in CONFIGS if "accelerate" not in p.name and not p.name.startswith("compare-")]  # compare-*: tests/compare
 LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 

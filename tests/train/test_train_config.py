@@ -52,13 +52,18 @@ REFUSED = [
     ("bone.mini_r=0", "BoneConfig.mini_r must be a positive int, got 0"),
     ("bone.dropout=1", "BoneConfig.dropout must be in [0, 1), got 1.0"),
     ("bone.chunk_size=0", "BoneConfig.chunk_size must be a positive int, got 0"),
+    ("lora.r=0", 'lora.r must be >= 1 or "auto", got 0'),
+    ("lora.r=big", 'lora.r must be >= 1 or "auto", got big'),
+    ("lora.alpha=0", "lora.alpha must be > 0 and finite, or null, got 0.0"),
+    ("lora.alpha=nan", "lora.alpha must be > 0 and finite, or null, got nan"),
+    ("lora.dropout=1", "lora.dropout must be in [0, 1), got 1.0"),
 ]
 
 ACCEPTED = ["data.train_limit=1", "data.eval_limit=null", "data.max_length=2", "optim.lr=1e-30", "optim.weight_decay=0",
             "optim.beta1=0", "optim.beta2=0.9999", "optim.eps=1e-30", "optim.max_grad_norm=null", "optim.max_grad_norm=1e-6",
             "optim.skip_nonfinite=0", "schedule.max_steps=1", "schedule.warmup_steps=0", "schedule.seed=0",
             "schedule.seed=2147483647", "checkpointing.every=1", "eval.batch_size=1", "eval.max_new_tokens=1",
-            "optim.lr=1e38"]  # finite: what AdamW can do with it is the guard's to say at step 1
+            "optim.lr=1e38", "lora.r=auto", "lora.r=1", "lora.alpha=null", "lora.dropout=0"]  # finite: what AdamW can do with it is the guard's to say at step 1
 
 
 def numeric_keys(cls=TrainConfig, prefix=""):

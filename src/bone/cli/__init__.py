@@ -1,4 +1,4 @@
-"""The `bone` command: one module per command (train, eval, merge, export, generate, chat, bench), each with its own
+"""The `bone` command: one module per command (train, eval, merge, export, generate, chat, bench, compare), each with its own
 argument parser (`parse(argv)`) and its work (`run(args)`); this module dispatches and reports errors.
 
 Errors a user can fix print one line, `bone <command>: error: ...`, and exit with status 1: every
@@ -16,11 +16,11 @@ import errno
 import sys
 import traceback
 
-from . import bench, chat, export, generate, merge, train
+from . import bench, chat, compare, export, generate, merge, train
 from . import eval as eval_command
 
 COMMANDS = {"train": train, "eval": eval_command, "merge": merge, "export": export, "generate": generate, "chat": chat,
-            "bench": bench}
+            "bench": bench, "compare": compare}
 
 OS_HINTS = {  # errno a user causes -> what to do (after the OS's own words and the path)
     errno.ENOSPC: "free some space, or write somewhere else", errno.EDQUOT: "free some space, or write somewhere else",

@@ -16,7 +16,8 @@ def parser() -> argparse.ArgumentParser:
 
     p = new_parser("bone eval", description="GSM8K-style accuracy or loss/perplexity of a model (+ adapter) on a data file.")
     p.add_argument("--model", required=True, help="HF model folder, RWKV .pth, merged model, or smollm2-135m")
-    p.add_argument("--adapter", help="an adapter folder (bone train's <output_dir>/adapter, or a PEFT MiSS/Bone one) to apply to --model")
+    p.add_argument("--adapter", help="an adapter folder to apply to --model: bone train's <output_dir>/adapter (Bone, LoRA, PiSSA, DoRA or "
+                        "full), or a PEFT MiSS / Bone / LoRA one")
     p.add_argument("--data", required=True, help=".jsonl/.json/.csv/.parquet file, bundled:arith, or Hub dataset name")
     p.add_argument("--split", default="test", help="split to read (bundled/Hub data; default test)")
     p.add_argument("--limit", type=at_least(1), help="only the first N records")
@@ -57,6 +58,8 @@ def run(a: argparse.Namespace) -> int:
     if a.compute_dtype and not a.quantize:
         raise ConfigError("--compute-dtype applies to a quantized base: add --quantize nf4, fp4 or int8")
     method = owner(a.adapter) if a.adapter else None  # checked before anything is loaded
+    if method is not None:
+        method.require()
     records = load_records(a.data, split=a.split, limit=a.limit)
     tokenizer = load_tokenizer(a.tokenizer or a.model)
     fields = dict(prompt_field=a.prompt_field, response_field=a.response_field, messages_field=a.messages_field)

@@ -1,7 +1,9 @@
 """The `merged` target (`bone merge`): fold an adapter into its base model's files, checked.
 
-The family of the base (`bone.models.family`) writes the merged files: Hugging Face folders are
-streamed shard by shard, RWKV `.pth` files go through `merge_pth`. The result is written under a
+The method that owns the adapter folder (`bone.methods.owner`) says how it merges: a Bone adapter
+is handed to the base's family (`bone.models.family`), which streams Hugging Face folders shard by
+shard and RWKV `.pth` files through `merge_pth`; a baseline (LoRA, PiSSA, DoRA, full) is loaded
+onto the base, folded by its method and written by the family. The result is written under a
 temporary name, compared with base + adapter on a probe batch, and only then renamed to `out`.
 
 An adapter trained on a quantized base (`quantize`, as it was loaded for training) merges either
@@ -18,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import AdapterError, ConfigError, MissingPathError, OutputExistsError
+from ..errors import ConfigError, MissingPathError, OutputExistsError
 from ..fs import remove_stale, replace_dir, temp_sibling
 from .target import ExportTarget, check_paths
 
@@ -53,11 +55,11 @@ def probe_difference(base: Path, adapter: Path, merged: Path, quantize=None, deq
     activations). The two models are loaded one after the other, never together."""
     import torch
 
-    from ..io import load
+    from ..methods import owner
     from ..models import load_model
     from ..quant.convert import dequantize
 
-    model = load(load_model(base, dtype=torch.float32, quantize=quantize), adapter)
+    model = owner(adapter).load(load_model(base, dtype=torch.float32, quantize=quantize), adapter)
     if dequantized:
         dequantize(model)
     ids = probe_ids(model.config.vocab_size)
@@ -82,19 +84,16 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _write_dequantized(family, base: Path, adapter: Path, dest: Path, quant) -> str:
+def _write_dequantized(family, base: Path, adapter: Path, dest: Path, quant, method) -> str:
     """base loaded with `quant` + adapter, dequantized and merged, written to `dest` in base's format."""
     import torch
 
-    from .. import merge as merge_model
-    from ..inject import unload
-    from ..io import load
     from ..models import load_model
     from ..quant.convert import dequantize
 
-    model = load(load_model(base, dtype=torch.float32, quantize=quant), adapter)
+    model = method.load(load_model(base, dtype=torch.float32, quantize=quant), adapter)
     dequantize(model)
-    family.save_model(unload(merge_model(model)), base, dest)
+    family.save_model(method.merged(model), base, dest)
     return f"merged {adapter} into the {quant.method}-dequantized weights of {base}"
 
 
@@ -116,11 +115,12 @@ def _check(base: Path, adapter: Path, tmp: Path, family, quant, dequantized: boo
 
 def merge(base: str | Path, adapter: str | Path, out: str | Path, *, overwrite: bool = False, check: bool = True,
           log=print, quantize=None, dequantized: bool = False) -> Path:
-    """Merge `adapter` (a folder, or an RWKV-PEFT `.pth`) into `base` and write `out` (HF folder or `.pth`); returns `out`.
+    """Merge `adapter` (a folder of any method, or an RWKV-PEFT `.pth`) into `base` and write `out`
+    (HF folder or `.pth`); returns `out`.
 
     quantize: how the adapter's training loaded the base ("nf4", "fp4", "int8", a QuantConfig or None).
     dequantized: merge into the dequantized weights the adapter was trained against (needs quantize)."""
-    from .. import rwkv_peft
+    from ..methods import owner
     from ..models import family_of, resolve
     from ..quant.config import parse
 
@@ -140,9 +140,8 @@ def merge(base: str | Path, adapter: str | Path, out: str | Path, *, overwrite: 
     if not adapter.exists():
         raise MissingPathError(f"--adapter {adapter} does not exist (pass the adapter/ folder that bone train wrote, "
                                f"or an RWKV-PEFT .pth checkpoint)")
-    if not adapter.is_dir() and not rwkv_peft.is_file(adapter):
-        raise AdapterError(f"--adapter {adapter} is a file but not a .pth: pass the adapter/ folder that bone train "
-                           f"wrote, or an RWKV-PEFT .pth checkpoint")
+    method = owner(adapter)  # one line for a path that holds no adapter of any method
+    method.require()
     family = family_of(base)
     family.check_merge(base, out)
     check_paths([base, adapter], out, overwrite)
@@ -155,9 +154,9 @@ def merge(base: str | Path, adapter: str | Path, out: str | Path, *, overwrite: 
     tmp = temp_sibling(out, "" if base.is_dir() else out.suffix)  # a file keeps its suffix: families go by it
     try:
         if dequantized:
-            log(_write_dequantized(family, base, adapter, tmp, quant))
+            log(_write_dequantized(family, base, adapter, tmp, quant, method))
         else:
-            log(family.merge_files(base, adapter, tmp))
+            log(method.export_merged(base, adapter, tmp))
         if check:
             _check(base, adapter, tmp, family, quant, dequantized, log)
         if tmp.is_dir():

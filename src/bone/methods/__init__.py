@@ -12,8 +12,10 @@ from torch import nn
 from ..errors import AdapterError, ConfigError, MissingPathError
 from .base import Method
 from .bone import BoneMethod
+from .full import FullMethod
+from .peft_lora import DoraMethod, LoraMethod, PissaMethod
 
-METHODS: dict[str, Method] = {m.name: m for m in (BoneMethod(),)}
+METHODS: dict[str, Method] = {m.name: m for m in (BoneMethod(), LoraMethod(), PissaMethod(), DoraMethod(), FullMethod())}
 
 
 def get(name: str) -> Method:

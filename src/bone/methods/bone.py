@@ -5,15 +5,17 @@ them as an adapter folder, and reads back those folders and RWKV-PEFT's `.pth` c
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .. import io
+from .. import io, variants
 from .. import parts as trained_parts
+from ..bases import shape_of
 from ..errors import AdapterError, ConfigError
-from ..inject import apply, bone_layers, trainable_parameters
+from ..inject import apply, bone_layers, check_shapes, resolve_targets, trainable_parameters, unload
 from ..merging import disabled, merge
 from .base import Method, named_trainable
 
@@ -31,9 +33,19 @@ class BoneMethod(Method):
     name = "bone"
     about = "Bone adapters (variant col / row / shard / mini, Flash-Bone kernels), optionally with trained parts"
 
-    def label(self, cfg):
+    def label(self, cfg, model=None):
         parts = f" + parts {cfg.bone.train_parts}" if cfg.bone.train_parts else ""
         return f"Bone-{cfg.bone.variant} r={cfg.bone.r}{parts}"
+
+    def count(self, model, cfg):
+        b = cfg.bone
+        names = resolve_targets(model, b)
+        check_shapes(model, names, b)
+        variant, total = variants.get(b.variant), 0
+        for name in names:
+            out, in_ = shape_of(model.get_submodule(name))
+            total += math.prod(variant.block_shape(out, in_, b.r, b.mini_r))
+        return total + sum(model.get_parameter(n).numel() for n in trained_parts.resolve(model, b.train_parts, names))
 
     def apply(self, model, cfg):
         model = apply(model, cfg.bone)
@@ -89,6 +101,15 @@ class BoneMethod(Method):
     def fold(self, model):
         if not any(layer.quantized for _, layer in bone_layers(model)):  # a quantized base is never requantized
             merge(model)  # generation then runs at base-model speed
+
+    def merged(self, model):
+        merge(model)
+        return unload(model)
+
+    def export_merged(self, base, adapter, dest):
+        from ..models import family_of
+
+        return family_of(base).merge_files(base, adapter, dest)  # streamed shard by shard, never the whole model
 
     def base_outputs(self, model):
         return disabled(model)  # a zero adapter adds nothing: skip its weight rebuild

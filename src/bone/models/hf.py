@@ -90,10 +90,16 @@ def merge_folder(base: Path, adapter: Path, dest: Path) -> dict:
                 n_tensors += 1
         save_safetensors(out_tensors, dest / f, metadata=metadata)
         del out_tensors
-    for p in base.iterdir():
-        if p.is_file() and not p.name.endswith(WEIGHT_SUFFIXES) and not p.name.startswith("."):
-            shutil.copy2(p, dest / p.name)
+    copy_side_files(base, dest)
     return {"merged": len(blocks), "tensors": n_tensors, "shards": len(files)}
+
+
+def copy_side_files(base: Path, dest: Path) -> None:
+    """Copy the files of the folder `base` that are not weights (config, tokenizer, ...) into `dest`,
+    keeping the ones `dest` already has."""
+    for p in base.iterdir():
+        if p.is_file() and not p.name.endswith(WEIGHT_SUFFIXES) and not p.name.startswith(".") and not (dest / p.name).exists():
+            shutil.copy2(p, dest / p.name)
 
 
 def _stored_quantization(path) -> dict | None:
@@ -170,6 +176,13 @@ class HFFamily(Family):
             prepare(model)  # bitsandbytes layers: no CPU repacking (bone.quant.kinds)
         return model
 
+    def load_shapes(self, path):
+        self._check_source(path, "model")
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        with torch.device("meta"):  # shapes only: nothing is read or allocated
+            return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(path)))
+
     def load_tokenizer(self, path):
         self._check_source(path, "tokenizer")
         from transformers import AutoTokenizer
@@ -193,14 +206,15 @@ class HFFamily(Family):
         stats = merge_folder(base, adapter, dest)
         return f"merged {stats['merged']} adapted weights ({stats['tensors']} tensors, {stats['shards']} shard(s))"
 
+    def check_save_model(self, base):
+        self.check_merge(base, base)
+
     def save_model(self, model, base, dest):
         stored = self.stored_dtypes(base)
         if len(stored) == 1:
             model = model.to(next(iter(stored)))
-        model.save_pretrained(dest)
-        for p in base.iterdir():  # tokenizer and other side files the base has and save_pretrained did not write
-            if p.is_file() and not p.name.endswith(WEIGHT_SUFFIXES) and not p.name.startswith(".") and not (dest / p.name).exists():
-                shutil.copy2(p, dest / p.name)
+        model.save_pretrained(str(dest))
+        copy_side_files(base, dest)
 
     def stored_dtypes(self, base):
         out = set()

@@ -63,6 +63,20 @@ class ModelSection:
 
 
 @dataclass
+class LoraSection:
+    r: int | str = "auto"  # LoRA rank, or "auto": the rank whose trainable count is closest to the bone section's on the same model
+    alpha: float | None = None  # scale = alpha / r; None = alpha equal to the rank (scale 1)
+    dropout: float = 0.0  # dropout on the LoRA input path (PEFT lora_dropout)
+    target_modules: list[str] | str | None = None  # same forms as bone.target_modules; None = the bone section's targets
+
+    def __post_init__(self) -> None:
+        check_range("lora.r", self.r, self.r == "auto" or (isinstance(self.r, int) and self.r >= 1), '>= 1 or "auto"')
+        check_range("lora.alpha", self.alpha, self.alpha is None or (math.isfinite(self.alpha) and self.alpha > 0),
+                    "> 0 and finite, or null")
+        check_range("lora.dropout", self.dropout, 0.0 <= self.dropout < 1.0, "in [0, 1)")
+
+
+@dataclass
 class DataSection:
     train: str = "bundled:arith"  # training data: .jsonl/.json/.csv/.parquet file, "bundled:arith", or Hub dataset name
     train_split: str = "train"  # split of `train` to read (bundled and Hub data)
@@ -171,9 +185,10 @@ class EvalSection:
 @dataclass
 class TrainConfig:
     output_dir: str = "runs/bone"  # run folder: checkpoints/, adapter/, metrics.jsonl, loss.png, config.yaml
-    method: str = "bone"  # what to train: a method of bone.methods ("bone": Bone adapters, set in the bone section)
+    method: str = "bone"  # what to train: "bone" (Bone adapters, the bone section), "lora" / "pissa" / "dora" (PEFT, the lora section) or "full" (every weight)
     model: ModelSection = field(default_factory=ModelSection)  # base model
     bone: BoneConfig = field(default_factory=BoneConfig)  # adapter options, passed straight to bone.BoneConfig
+    lora: LoraSection = field(default_factory=LoraSection)  # LoRA / PiSSA / DoRA baselines (method lora, pissa or dora)
     data: DataSection = field(default_factory=DataSection)  # datasets, fields, template, lengths
     optim: OptimSection = field(default_factory=OptimSection)  # AdamW
     schedule: ScheduleSection = field(default_factory=ScheduleSection)  # steps, batches, lr schedule, precision, seed
@@ -197,7 +212,7 @@ class TrainConfig:
         return {k: v for k, v in flat.items() if k not in RESUME_MAY_CHANGE}
 
 
-RUN_DEFINING = ("method", "model", "bone", "data", "optim", "schedule")  # the sections (and keys) that fix the math
+RUN_DEFINING = ("method", "model", "bone", "lora", "data", "optim", "schedule")  # the sections (and keys) that fix the math
 # keys of those sections a resumed run may change: the split of the global batch (the trainer checks the
 # global batch), and how many non-finite steps may be skipped (to get past one that stopped the run)
 RESUME_MAY_CHANGE = ("schedule.batch_size", "schedule.grad_accum", "optim.skip_nonfinite")

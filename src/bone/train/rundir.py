@@ -8,6 +8,7 @@
       metrics.jsonl          one JSON line per logged optimizer step
       loss.png               the training-loss curve
       tensorboard/           TensorBoard events (when tensorboard is installed)
+      timing.jsonl           one line per training session run by `bone compare` (steps, seconds, peak memory)
 
 Importing this module does not import torch (the command line finds a run's config with it).
 """
@@ -74,6 +75,10 @@ class RunDir:
     @property
     def tensorboard(self) -> Path:
         return self.root / "tensorboard"
+
+    @property
+    def timing(self) -> Path:
+        return self.root / "timing.jsonl"
 
     def eval(self, tag: str) -> Path:
         return self.root / "eval" / tag

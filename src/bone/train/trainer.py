@@ -71,6 +71,7 @@ class Trainer:
         self.cfg, self.resume, self.overwrite = cfg, resume, overwrite
         self.run_dir = RunDir(Path(cfg.output_dir))
         self.method = methods.get(cfg.method)
+        self.method.require()  # a missing optional package (e.g. PEFT for lora) fails before any loading
         self.stop_signal: int | None = None
         # set by setup()
         self.acc = None  # accelerate.Accelerator
@@ -200,6 +201,8 @@ class Trainer:
             + (f", resuming at step {self.step} from {self.resume_from}" if self.resume_from else ""),
             flush=True,
         )
+        for line in self.method.notes(self.bare, cfg):
+            print(line, flush=True)
 
     # ---------------------------------------------------------------- run
     def run(self, stop_at: int | None = None) -> int:
