@@ -193,3 +193,40 @@ def test_bone_reads_peft_modules_to_save(make_llama, tmp_path):
     assert set(bone.parts.names(ours)) == {"lm_head.weight", "model.norm.weight"} | {
         f"model.layers.{i}.{n}.weight" for i in range(2) for n in ("input_layernorm", "post_attention_layernorm")}
     torch.testing.assert_close(logits(ours, IDS % 128), logits(pm, IDS % 128), rtol=1e-5, atol=1e-5)
+
+
+def test_trained_parts_go_with_a_single_adapter():
+    """Parts are base parameters shared by every adapter: a second, named adapter is refused next to an
+    adapter with parts, and parts are refused next to other adapters; nothing changes on refusal."""
+    with_parts = bone.BoneConfig(r=16, variant="shard", train_parts=["ln"])
+    model = perturb(bone.apply(rwkv("x060"), with_parts))
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    with pytest.raises(bone.errors.UsageError, match=r"trains base parameters \(train_parts, e\.g\. .*ln.*\).*fresh base model"):
+        bone.apply(model, bone.BoneConfig(r=16, variant="shard"), name="second")
+    assert bone.adapter_names(model) == ["default"] and set(model.state_dict()) == set(before)
+    assert all(torch.equal(t, before[n]) for n, t in model.state_dict().items())
+
+    plain = bone.apply(rwkv("x060"), bone.BoneConfig(r=16, variant="shard"), name="a")
+    names = dict(plain.named_parameters())
+    with pytest.raises(bone.errors.UsageError, match=r"train_parts \(\d+ parameter\(s\), e\.g\. .*\) go with a single adapter"):
+        bone.apply(plain, with_parts, name="b")
+    assert bone.adapter_names(plain) == ["a"] and bone.parts.names(plain) == []
+    assert dict(plain.named_parameters()).keys() == names.keys()
+
+
+@pytest.mark.parametrize("how", ["unload", "delete"])
+def test_removing_the_only_adapter_by_name_gives_the_parts_back(how):
+    base = rwkv("x060")
+    model = perturb(bone.apply(rwkv("x060"), bone.BoneConfig(r=16, variant="shard", train_parts=["ln"]), name="only"))
+    assert bone.parts.names(model)
+    bone.unload(model, "only") if how == "unload" else bone.delete_adapter(model, "only")
+    assert bone.parts.names(model) == [] and not any(p.requires_grad for p in model.parameters())
+    assert torch.equal(logits(model), logits(base))  # not merged: the originals are back, exactly
+
+
+def test_unloading_the_merged_only_adapter_by_name_keeps_the_trained_parts():
+    model = perturb(bone.apply(rwkv("x060"), bone.BoneConfig(r=16, variant="shard", train_parts=["ln"]), name="only"))
+    want = logits(model)
+    bone.unload(bone.merge(model), "only")
+    assert bone.parts.names(model) == [] and not list(bone.bone_layers(model))
+    torch.testing.assert_close(logits(model), want, rtol=1e-5, atol=1e-5)
