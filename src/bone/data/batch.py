@@ -1,4 +1,5 @@
-"""Batch TokenizedDataset rows: right padding, attention mask, -100 labels on padding."""
+"""Batch TokenizedDataset rows: right padding, attention mask, -100 labels on padding (training);
+left padding of prompts (generation)."""
 from __future__ import annotations
 
 import torch
@@ -21,3 +22,15 @@ def collate(batch: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
         labels[i, :n] = b["labels"]
         mask[i, :n] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts (lists of ids) -> input_ids (B, T), attention_mask (B, T), padded on the left, so that
+    every row's next token is generated at position T."""
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r):] = 1
+    return ids, mask

@@ -4,22 +4,12 @@ from __future__ import annotations
 import torch
 
 from ..errors import DataError
+from ..data.batch import left_pad
 from ..data.templates import Example, to_examples
 from ..data.tokenize import encode_prompt
 from .answers import answers_match, extract_answer
 
 STOP_MARKERS = ("### Instruction",)  # text after these is a new, self-invented task: cut it off
-
-
-def _left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """list of ids -> input_ids (B, T), attention_mask (B, T), padded on the left."""
-    width = max(map(len, seqs))
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[i, width - len(s):] = 1
-    return ids, mask
 
 
 def _cut(text: str) -> str:
@@ -71,7 +61,7 @@ def gsm8k_eval(model, tokenizer, records, *, template: str = "alpaca", batch_siz
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            ids, mask = _left_pad([prompts[i] for i in idx], pad)
+            ids, mask = left_pad([prompts[i] for i in idx], pad)
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                                  max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=pad, eos_token_id=eos)

@@ -14,17 +14,8 @@ import inspect
 import torch
 from torch import Tensor
 
+from ..data.batch import left_pad
 from .decoder import Decoder
-
-
-def _left_pad(rows: list[list[int]], pad: int, device) -> tuple[Tensor, Tensor]:
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-        mask[i, width - len(r):] = 1
-    return ids.to(device), mask.to(device)
 
 
 class HFDecoder(Decoder):
@@ -55,7 +46,8 @@ class HFDecoder(Decoder):
         return out.logits[:, -1].float()
 
     def start(self, rows):
-        ids, self.mask = _left_pad(rows, 0, self.device)
+        ids, mask = left_pad(rows, 0)
+        ids, self.mask = ids.to(self.device), mask.to(self.device)
         self.cache = None
         positions = (self.mask.cumsum(1) - 1).clamp(min=0)
         self.next_pos = self.mask.sum(1)
