@@ -223,7 +223,8 @@ def _check_block_ranks(cfg: BoneConfig, blocks: dict[str, Tensor], file: Path) -
 def load(model: nn.Module, path: str | os.PathLike, **overrides) -> nn.Module:
     """Inject the adapter stored at `path` into `model` and load its blocks. Nothing changes on error.
 
-    overrides: BoneConfig fields that do not change the math (fused, chunk_size, dtype, dropout)."""
+    overrides: BoneConfig fields that do not change the math (fused, chunk_size, keep_merged, cache_merged,
+    dtype, dropout)."""
     require_unadapted(model)
     cfg, blocks, _ = read_adapter(path)
     fixed = {"r", "variant", "mini_r", "target_modules", "exclude_modules"} & set(overrides)

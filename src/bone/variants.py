@@ -55,6 +55,7 @@ class Variant:
     needs_inverse: bool = False  # unmerge inverts I + block (refused when ill-conditioned)
     has_input_path: bool = False  # the adapter reads x through its own path (so dropout applies)
     uses_mini_r: bool = False
+    builds_merged: bool = True  # the fused kernel builds W' (or W + dW), so BoneConfig.keep_merged applies
 
     # --- shapes ---------------------------------------------------------------------------
     def block_shape(self, out: int, in_: int, r: int, mini_r: int | None) -> tuple[int, ...]:
@@ -77,7 +78,7 @@ class Variant:
         """The shapes `block_fits` accepts, for error messages, e.g. '(n, 64, 64)'."""
         raise NotImplementedError
 
-    def validate(self, r: int, mini_r: int | None, dropout: float) -> str | None:
+    def validate(self, r: int, mini_r: int | None, dropout: float, keep_merged: bool | str = False) -> str | None:
         """Why a config with these values is invalid for this variant, or None."""
         if self.uses_mini_r and mini_r is None:
             return f"variant={self.name!r} needs mini_r (a divisor of every target layer's out_features)"
@@ -85,16 +86,23 @@ class Variant:
             return f"mini_r is only used by variant='mini' (variant is {self.name!r}); remove it"
         if dropout and not self.has_input_path:
             return f"dropout applies to shard/mini only; variant {self.name!r} has no input path to drop"
+        if keep_merged and not self.builds_merged:
+            return f"keep_merged does nothing for variant {self.name!r} (its kernel never builds W'); remove it"
         return None
 
     # --- computation ------------------------------------------------------------------------
-    def fused(self, chunk_size: int) -> Callable:
-        """The Flash-Bone forward: same signature and gradients as `forward` (see bone.kernels)."""
+    def fused(self, chunk_size: int, keep_merged: bool | str = False) -> Callable:
+        """The Flash-Bone forward: same signature and gradients as `forward` (see bone.kernels;
+        keep_merged as BoneConfig.keep_merged)."""
         raise NotImplementedError
 
     def merged(self, w: Tensor, block: Tensor) -> Tensor:
         """W' from W `(out, in)`; arithmetic in the inputs' dtype (callers pass fp32)."""
         raise NotImplementedError
+
+    def out_dtype(self, w_dtype: torch.dtype, block_dtype: torch.dtype) -> torch.dtype:
+        """The dtype `forward` computes and returns x @ W'^T in: the block's (col, row)."""
+        return block_dtype
 
     def unmerged(self, w_merged: Tensor, block: Tensor) -> Tensor:
         """W from W'; the exact inverse of `merged`."""
@@ -163,8 +171,8 @@ class Col(Variant):
     def block_pattern(self, r, mini_r):
         return f"(n, {r}, {r})"
 
-    def fused(self, chunk_size):
-        return kernels.ColForward(chunk_size)
+    def fused(self, chunk_size, keep_merged=False):
+        return kernels.ColForward(chunk_size, keep_merged)
 
     def per_block(self, block: Tensor) -> Tensor:
         """The block applied at each (a, b), broadcastable to (out/r, in/r, r, r)."""
@@ -195,11 +203,12 @@ class Row(Col):
     peft_type = "BONE_ROW"  # PEFT refuses this type (KeyError) rather than misreading the blocks
     peft_init = "row"
     peft_reads = (("BONE_ROW", "row"),)
+    builds_merged = False  # exact factorisation: W' never exists
 
     def block_shape(self, out, in_, r, mini_r):
         return (in_ // r, r, r)
 
-    def fused(self, chunk_size):
+    def fused(self, chunk_size, keep_merged=False):
         return kernels.RowForward(chunk_size)
 
     def per_block(self, block):
@@ -240,8 +249,8 @@ class Shard(Variant):
     def block_pattern(self, r, mini_r):
         return f"({r}, out)"
 
-    def fused(self, chunk_size):
-        return kernels.ShardForward(chunk_size)
+    def fused(self, chunk_size, keep_merged=False):
+        return kernels.ShardForward(chunk_size, keep_merged)
 
     def shard(self, block: Tensor, out: int) -> Tensor:
         """The (r, out) matrix M."""
@@ -255,6 +264,9 @@ class Shard(Variant):
 
     def merged(self, w, block):
         return w + self.delta(block, *w.shape)
+
+    def out_dtype(self, w_dtype, block_dtype):
+        return torch.promote_types(w_dtype, block_dtype)  # base product in W's dtype + shard path in the block's
 
     def unmerged(self, w_merged, block):
         return w_merged - self.delta(block, *w_merged.shape)

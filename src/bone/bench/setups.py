@@ -97,15 +97,15 @@ class Bone(Setup):
 
     color = "tab:blue"
 
-    def __init__(self, variant: str, fused: bool = True):
-        self.variant, self.fused = variants.get(variant), fused
+    def __init__(self, variant: str, fused: bool = True, keep_merged: bool = False):
+        self.variant, self.fused, self.keep_merged = variants.get(variant), fused, keep_merged
         how = "Flash-Bone (fused)" if fused else "plain autograd reference (fused=False)"
-        self.about = f"bone {variant}, {how}"
+        self.about = f"bone {variant}, {how}" + (", W' kept for backward (keep_merged=True)" if keep_merged else "")
 
     def adapt(self, model, cfg):
         mini_r = cfg.mini_r if self.variant.uses_mini_r else None
         return apply(model, BoneConfig(r=cfg.r, variant=self.variant.name, mini_r=mini_r, target_modules=TARGETS,
-                                       fused=self.fused))
+                                       fused=self.fused, keep_merged=self.keep_merged))
 
 
 # method name -> its setup (also the row order of the report)
@@ -120,6 +120,8 @@ SETUPS: dict[str, Setup] = {
     "bone-shard": Bone("shard"),
     "bone-mini": Bone("mini"),
     "bone-col-ref": Bone("col", fused=False),
+    "bone-col-keep": Bone("col", keep_merged=True),
+    "bone-shard-keep": Bone("shard", keep_merged=True),
 }
 
 
