@@ -11,10 +11,13 @@ read_trained, label), what differs between model families from `bone.models.fami
 
 Loss: each optimizer step sums token cross-entropy over every supervised token of the global batch
 (all micro-batches of all processes) and divides by their global count, so the gradient is the
-same whatever the split into processes and accumulation steps.
+same whatever the split into processes and accumulation steps. Models that take `logits_to_keep`
+(Hugging Face causal LMs, bone's RWKV) compute logits only at the scored positions
+(`bone.loss.scored_mask`): prompt and padding positions skip the output head and its softmax.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import shutil
 import signal
@@ -31,7 +34,7 @@ from ..config import to_torch_dtype
 from ..data import collate, load_records, to_examples, tokenize_examples
 from ..errors import ConfigError, MissingPathError, OutputExistsError, UsageError, require
 from ..eval import eval_data, evaluate, write_results
-from ..loss import next_token_loss, supervised_tokens
+from ..loss import next_token_loss, scored_mask, supervised_tokens
 from ..models import family_of_model, load_model, load_tokenizer
 from ..options import render_yaml
 from . import checkpoint as ckpt
@@ -79,6 +82,7 @@ class Trainer:
         self.total_steps = 0
         self.model = self.optimizer = self.scheduler = None
         self.params: list[torch.nn.Parameter] = []
+        self.scores_only = False  # the model takes logits_to_keep: logits only where the loss looks
         # position: optimizer steps done, epoch, step within the epoch, tokens seen
         self.step = self.epoch = self.pos = self.tokens_seen = 0
         self.loss_plot: Path | None = None  # written at the end when logging.plot
@@ -130,6 +134,7 @@ class Trainer:
         model = load_model(cfg.model.path, dtype=to_torch_dtype(cfg.model.dtype))
         family = family_of_model(model)
         family.prepare(model, self.tokenizer)
+        self.scores_only = "logits_to_keep" in inspect.signature(model.forward).parameters
         model = self.method.apply(model, cfg)
         if cfg.model.gradient_checkpointing:
             family.enable_gradient_checkpointing(model)
@@ -275,7 +280,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=device)
         for batch in batches:  # accumulate(): gradients sync (and DeepSpeed steps) on the last micro-batch
             with acc.accumulate(self.model):
-                part = next_token_loss(self.model(input_ids=batch["input_ids"]).logits, batch["labels"], "sum")
+                part = self._loss_sum(batch)
                 # backward divides by the accumulation count and DDP/FSDP/ZeRO average over processes
                 acc.backward(part * world * len(batches) / max(supervised, 1.0))
             loss_sum += part.detach()
@@ -287,6 +292,14 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss = acc.reduce(loss_sum, reduction="sum").item() / max(supervised, 1.0)
         return {"loss": loss, "lr": lr, "tokens": tokens, "grad_norm": grad_norm}
+
+    def _loss_sum(self, batch: dict) -> torch.Tensor:
+        """The summed next-token loss of one micro-batch (see the module docstring)."""
+        ids, labels = batch["input_ids"], batch["labels"]
+        if not self.scores_only:
+            return next_token_loss(self.model(input_ids=ids).logits, labels, "sum")
+        logits = self.model(input_ids=ids, logits_to_keep=scored_mask(labels)).logits
+        return next_token_loss(logits, labels, "sum", scored=logits.dim() == 2)  # 3-D: the model kept every position
 
     def _loop(self, stop_at: int | None) -> int:
         cfg, plan = self.cfg, self.plan
