@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -35,12 +38,50 @@ def test_cli_smoke(tmp_path, capsys):
     assert "issue" not in out.lower()
 
 
+def test_help_does_not_import_torch():
+    probe = ("import contextlib, io, sys\nfrom bone.cli import main\n"
+             "with contextlib.redirect_stdout(io.StringIO()) as out:\n    code = main(['bench', '--help'])\n"
+             "print(code, 'torch' in sys.modules, '--suite' in out.getvalue(), '--shape' in out.getvalue())")
+    src = Path(__file__).parents[2] / "src"
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                       env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"})
+    assert r.stdout.split() == ["0", "False", "True", "True"], r.stderr
+
+
+def test_shape_small_is_the_probe_and_single_fields_override_it():
+    args = bench._parser().parse_args(["--shape", "small", "--layers", "2"])
+    assert bench._config(args) == setups.BenchConfig(hidden=512, intermediate=1536, layers=2, heads=8, vocab=4096,
+                                                     seq=256, batch=2)
+    assert bench._config(bench._parser().parse_args([])) == setups.BenchConfig()
+
+
+def test_keep_suite_reports_both_sides_of_the_trade(tmp_path):
+    """Per token count: step ratios for col/shard with and without keep_merged, and the bytes keeping adds
+    (the merged weights of the adapted projections; a property of the run, not a timing)."""
+    rc = bench.main(TINY + ["--suite=keep", "--tokens=8,512", "--repeats=1", "--warmup=0", f"--out={tmp_path}"])
+    assert rc == 0
+    data = json.loads((tmp_path / "keep.json").read_text())
+    assert list(data) == ["8", "512"] and data["512"]["config"]["batch"] == 2 and data["512"]["config"]["seq"] == 256
+    weights = 4 * 64 * 64 + 3 * 64 * 128  # the seven projections of the one tiny layer, in fp32 elements
+    for result in data.values():
+        rows = result["rows"]
+        assert list(rows) == ["frozen", "bone-col", "bone-col-keep", "bone-shard", "bone-shard-keep"]
+        for v in ("col", "shard"):
+            added = rows[f"bone-{v}-keep"]["extra_kept_bytes"] - rows[f"bone-{v}"]["extra_kept_bytes"]
+            assert added == weights * 4, v
+    assert "| 512 | bone-col-keep |" in (tmp_path / "keep.md").read_text()
+
+
 @pytest.mark.parametrize("args,message", [
     (["--methods=bone-col"], "must include 'frozen'"),
     (["--methods=frozen,bone-colx"], "'bone-colx'"),
     (["--intermediate=120"], "multiple of r=16"),
     (["--repeats=0"], "--repeats must be >= 1"),
     (["--heads=5"], "divisible by heads=5"),
+    (["--suite=keep", "--tokens=64,300"], "multiple of 256"),
+    (["--suite=keep", "--tokens=x"], "comma-separated whole numbers"),
+    (["--suite=train", "--variants=row"], "choose from"),
+    (["--steps=0"], "--steps must be >= 1"),
 ])
 def test_bad_arguments_raise_config_error_and_write_nothing(tmp_path, args, message):
     out = tmp_path / "out"
@@ -117,3 +158,13 @@ def test_scale_table_llama2_7b_by_hand():
 def test_peak_rss_child():
     rss = measure.child_peak_rss("bone-shard", TINY + ["--rss-steps=1"])
     assert 50 < rss < 16_000
+
+
+@pytest.mark.integration
+def test_train_suite_runs_both_trainers_on_the_same_batches(tmp_path):
+    """One step of bone train and of transformers.Trainer + PEFT on the demo data (the embedded SmolLM2)."""
+    rc = bench.main(["--suite=train", "--variants=shard", "--steps=1", "--repeats=1", "--threads=1", f"--out={tmp_path}"])
+    assert rc == 0
+    rows = json.loads((tmp_path / "train.json").read_text())["rows"]
+    assert set(rows) == {"bone shard", "bone shard, keep_merged=auto", "Trainer + PEFT shard"}
+    assert all(r["step_s"] > 0 for r in rows.values())

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -117,3 +118,11 @@ def child_peak_rss(method: str, argv: list[str], timeout: float = 600) -> float:
     if proc.returncode != 0:
         raise RuntimeError(f"bench: RSS child for {method} failed:\n{proc.stderr[-2000:]}")
     return float(json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"])
+
+
+def load_average() -> float:
+    """The 1-minute load average (how busy the machine was; 0.0 where the OS does not say)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0

@@ -3,47 +3,24 @@
 The base is a Llama-shaped `LlamaForCausalLM` built from a `LlamaConfig` (random weights, fp32,
 no download). Every method adapts Llama's default targets (`bone.inject.DEFAULT_TARGETS["llama"]`:
 q, k, v, o, gate, up, down). A method is one `Setup` in `SETUPS`; a new one is one more entry.
+Importing this module does not import torch (`bone bench --help` lists SETUPS); building does.
 """
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
-import torch
-from torch import nn
-
-from .. import variants
 from ..config import BoneConfig
 from ..errors import ConfigError
-from ..inject import DEFAULT_TARGETS, apply
+from .config import BenchConfig
 
-TARGETS = list(DEFAULT_TARGETS["llama"])
+__all__ = ["BenchConfig", "SETUPS", "Setup", "get", "build_base", "make", "batch", "trainable", "targets"]
 
 
-@dataclass
-class BenchConfig:
-    hidden: int = 1024  # Llama hidden size
-    intermediate: int = 2816  # MLP width (a multiple of r and mini_r)
-    layers: int = 2  # decoder layers
-    heads: int = 16  # attention heads (no GQA: kv heads = heads)
-    vocab: int = 1024  # vocabulary (small, so the frozen lm_head does not dominate)
-    seq: int = 256  # tokens per sequence
-    batch: int = 2  # sequences per step
-    r: int = 64  # Bone / MiSS block size
-    mini_r: int = 64  # mini's shard width
-    lora_r: int = 32  # LoRA rank (PEFT's MiSS benchmark compares against r=32)
-    seed: int = 0  # weights and batch
+def targets() -> list[str]:
+    """Llama's default Bone targets: the seven projections."""
+    from ..inject import DEFAULT_TARGETS
 
-    def check(self) -> None:
-        for name in ("hidden", "intermediate", "layers", "heads", "vocab", "seq", "batch", "r", "mini_r", "lora_r"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
-        if self.hidden % self.heads:
-            raise ConfigError(f"hidden={self.hidden} must be divisible by heads={self.heads}")
-        for name in ("hidden", "intermediate"):
-            value = getattr(self, name)
-            if value % self.r or value % self.mini_r:
-                raise ConfigError(f"{name}={value} must be a multiple of r={self.r} and mini_r={self.mini_r}")
+    return list(DEFAULT_TARGETS["llama"])
 
 
 class Setup:
@@ -53,7 +30,7 @@ class Setup:
     needs_peft: bool = False  # adapt() imports PEFT
     color: str = "tab:gray"  # its bars in bench.png
 
-    def adapt(self, model: nn.Module, cfg: BenchConfig) -> nn.Module:
+    def adapt(self, model, cfg: BenchConfig):
         """`model` (a fresh copy of the base) with this method applied."""
         raise NotImplementedError
 
@@ -72,7 +49,7 @@ class PeftLora(Setup):
     def adapt(self, model, cfg):
         import peft
 
-        pc = peft.LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules=TARGETS, lora_dropout=0.0)
+        pc = peft.LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules=targets(), lora_dropout=0.0)
         return peft.get_peft_model(model, pc)
 
 
@@ -82,13 +59,21 @@ class PeftMiss(Setup):
     needs_peft, color = True, "tab:orange"
 
     def __init__(self, variant: str):
-        self.variant = variants.get(variant)
-        self.about = f"PEFT MiSS, init_weights={self.variant.peft_init!r} ({variant})"
+        self.variant = variant
+
+    @property
+    def about(self) -> str:
+        from .. import variants
+
+        return f"PEFT MiSS, init_weights={variants.get(self.variant).peft_init!r} ({self.variant})"
 
     def adapt(self, model, cfg):
         import peft
 
-        pc = peft.MissConfig(r=cfg.r, init_weights=self.variant.peft_init, mini_r=cfg.mini_r, target_modules=TARGETS)
+        from .. import variants
+
+        pc = peft.MissConfig(r=cfg.r, init_weights=variants.get(self.variant).peft_init, mini_r=cfg.mini_r,
+                             target_modules=targets())
         return peft.get_peft_model(model, pc)
 
 
@@ -98,13 +83,15 @@ class Bone(Setup):
     color = "tab:blue"
 
     def __init__(self, variant: str, fused: bool = True, keep_merged: bool = False):
-        self.variant, self.fused, self.keep_merged = variants.get(variant), fused, keep_merged
+        self.variant, self.fused, self.keep_merged = variant, fused, keep_merged
         how = "Flash-Bone (fused)" if fused else "plain autograd reference (fused=False)"
-        self.about = f"bone {variant}, {how}" + (", W' kept for backward (keep_merged=True)" if keep_merged else "")
+        self.about = f"bone {variant}, {how}" + (", merged weight kept for backward (keep_merged=True)" if keep_merged else "")
 
     def adapt(self, model, cfg):
-        mini_r = cfg.mini_r if self.variant.uses_mini_r else None
-        return apply(model, BoneConfig(r=cfg.r, variant=self.variant.name, mini_r=mini_r, target_modules=TARGETS,
+        from ..inject import apply
+
+        mini_r = cfg.mini_r if self.variant == "mini" else None
+        return apply(model, BoneConfig(r=cfg.r, variant=self.variant, mini_r=mini_r, target_modules=targets(),
                                        fused=self.fused, keep_merged=self.keep_merged))
 
 
@@ -132,8 +119,9 @@ def get(method: str) -> Setup:
         raise ConfigError(f"unknown bench method {method!r}; choose from {list(SETUPS)}") from None
 
 
-def build_base(cfg: BenchConfig) -> nn.Module:
+def build_base(cfg: BenchConfig):
     """A random-weight Llama model, frozen, fp32."""
+    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(cfg.seed)
@@ -145,7 +133,7 @@ def build_base(cfg: BenchConfig) -> nn.Module:
     return model
 
 
-def make(method: str, base: nn.Module, cfg: BenchConfig) -> nn.Module:
+def make(method: str, base, cfg: BenchConfig):
     """A fresh copy of `base` adapted by `method` (a key of SETUPS), in train mode."""
     model = get(method).adapt(copy.deepcopy(base), cfg)
     # Every method computes dL/dx through every layer, so the frozen base does the same backward.
@@ -153,11 +141,13 @@ def make(method: str, base: nn.Module, cfg: BenchConfig) -> nn.Module:
     return model.train()
 
 
-def batch(cfg: BenchConfig) -> torch.Tensor:
+def batch(cfg: BenchConfig):
     """Token ids `(batch, seq)`, also used as labels."""
+    import torch
+
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     return torch.randint(0, cfg.vocab, (cfg.batch, cfg.seq), generator=gen)
 
 
-def trainable(model: nn.Module) -> list[nn.Parameter]:
+def trainable(model) -> list:
     return [p for p in model.parameters() if p.requires_grad]
