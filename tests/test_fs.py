@@ -83,3 +83,57 @@ def test_a_real_full_disk_leaves_the_old_file_and_no_temporary(small_disk):
     assert err.value.errno == errno.ENOSPC
     assert path.read_text() == "old"
     assert sorted(p.name for p in disk.path.iterdir()) == [".filler", "results.json"]
+
+
+def test_temp_target_reads_what_a_temporary_was_for():
+    assert fs.temp_target(".step-000004.tmp-123") == "step-000004"
+    assert fs.temp_target(".metrics.jsonl.tmp-9.a1b2") == "metrics.jsonl"
+    assert fs.temp_target(".adapter.tmp-77.old") == "adapter"
+    assert fs.temp_target("adapter.tmp-77") is None and fs.temp_target(".adapter.tmp-x") is None
+
+
+def test_a_failed_write_names_the_file_it_was_writing(tmp_path):
+    """An OSError from write()/flush() names no file; atomic_write names the file (not its temporary)."""
+    def full(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as err:
+        fs.atomic_write(tmp_path / "optimizer.pt", full)
+    assert (err.value.errno, err.value.filename) == (errno.ENOSPC, str(tmp_path / "optimizer.pt"))
+
+    def denied(tmp):
+        raise PermissionError(errno.EACCES, "Permission denied", "/elsewhere/x")
+
+    with pytest.raises(PermissionError) as err:  # an error about another file keeps its own name
+        fs.atomic_write(tmp_path / "a.txt", denied)
+    assert err.value.filename == "/elsewhere/x"
+
+
+def test_append_text_appends_whole_lines_or_nothing_on_a_real_full_disk(small_disk):
+    disk = small_disk(64)
+    path = disk.path / "metrics.jsonl"
+    fs.append_text(path, '{"step": 1}\n')
+    fs.append_text(path, "x" * 4000 + "\n")  # 4013 bytes: the next line crosses into a new page
+    before = path.read_bytes()
+    disk.fill()
+    with pytest.raises(OSError) as err:
+        fs.append_text(path, '{"step": 2, "loss": 1.25, "note": "' + "y" * 300 + '"}\n')
+    assert (err.value.errno, err.value.filename) == (errno.ENOSPC, str(path))
+    assert path.read_bytes() == before  # the part that fitted in the last page was cut off again
+    assert path.stat().st_mode & 0o777 == 0o666 & ~fs._umask()
+
+
+@pytest.mark.parametrize("leave", [0, 5000, 20000])  # the disk fills in the header, a record, the end
+def test_save_torch_on_a_full_disk_is_an_oserror_naming_the_file(small_disk, leave):
+    """torch's zip writer, closing after a failed write, raises a RuntimeError over the OSError;
+    whatever byte the disk fills at, the writer reports the OSError (ENOSPC, the file's name) and
+    leaves neither the file nor a temporary."""
+    import torch
+
+    disk = small_disk(64)
+    disk.fill(leave=leave)
+    path = disk.path / "rng-rank0.pt"
+    with pytest.raises(OSError) as info:
+        fs.save_torch({"torch": torch.zeros(1 << 18, dtype=torch.uint8), "python": list(range(5000))}, path)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
+    assert not path.exists() and not [p for p in disk.path.iterdir() if ".tmp-" in p.name]

@@ -142,3 +142,22 @@ def test_a_class_renders_its_defaults_without_being_built():
     assert render_yaml(TrainConfig) == render_yaml(TrainConfig())
     assert render_yaml(Outer) == "name: x  # (str) a name\ninner:  # a section\n  size: 3  # (int) how many\n" \
                                  "  names: null  # (list of str or null) which ones"
+
+
+def test_mapping_fields_from_yaml_whole_and_entry_by_entry(tmp_path):
+    @dataclasses.dataclass
+    class Grid:
+        lrs: dict[str, list[float]] = dataclasses.field(default_factory=lambda: {"a": [1.0]})  # rates per arm
+        names: dict[str, str] | None = None  # optional mapping
+
+    f = tmp_path / "g.yaml"
+    f.write_text("lrs:\n  a: [1e-4, 2e-4]\n  b: [3]\n")
+    cfg = load(Grid, f, ["lrs.c=[5e-5]", "--lrs.b", "[4]", "names={x: y}"])
+    assert cfg.lrs == {"a": [1e-4, 2e-4], "b": [4.0], "c": [5e-5]} and cfg.names == {"x": "y"}
+    assert all(isinstance(v, float) for vs in cfg.lrs.values() for v in vs)
+    assert load(Grid, f, ["lrs={z: [1]}"]).lrs == {"z": [1.0]}
+    with pytest.raises(ConfigError, match=r"'lrs.a'.*list of float"):
+        load(Grid, f, ["lrs.a=fast"])
+    with pytest.raises(ConfigError, match="mapping of str to list of float"):
+        load(Grid, None, ["lrs=[1]"])
+    assert yaml.safe_load(render_yaml(cfg))["lrs"] == cfg.lrs

@@ -1,5 +1,6 @@
 """Tiny, offline building blocks for the pipeline tests: a BPE tokenizer trained in milliseconds,
-a 2-layer Llama (hidden 64) saved as a Hugging Face folder, and a small TrainConfig over them.
+a 2-layer Llama (hidden 64) saved as a Hugging Face folder, a small TrainConfig over them, and
+random adapters saved as folders.
 
 tests/conftest.py (pytest) puts this folder on sys.path, so any test can `import tiny`."""
 from __future__ import annotations
@@ -67,3 +68,39 @@ def config(model_dir: Path, out_dir: Path, **extra):
     from bone.train import load_config
 
     return load_config(None, overrides(model_dir, out_dir, **extra))
+
+
+def random_adapter(model_path, path: Path, cfg, seed: int, std: float = 0.2) -> Path:
+    """A Bone adapter with random blocks (a trained adapter's stand-in) for the model at `model_path`
+    (anything bone.load_model reads), saved at `path`."""
+    import torch
+
+    import bone
+
+    model = bone.apply(bone.load_model(model_path), cfg)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, layer in bone.bone_layers(model):
+            layer.bone_block.copy_(torch.randn(layer.bone_block.shape, generator=g) * std)
+    return bone.save(model, path)
+
+
+def compare_overrides(model_dir: Path, out_dir: Path, **extra) -> list[str]:
+    """key=value overrides of a fast tiny `bone compare` grid: col and lora, two rates each, one seed, 4 steps
+    of 4 examples, 10 validation and 16 test problems answered in at most 8 tokens."""
+    base = {
+        "output_dir": out_dir, "methods": "[col,lora]", "lrs.col": "[1e-3,3e-3]", "lrs.lora": "[1e-3,3e-3]",
+        "seeds": "[0]", "validation.limit": 10, "test.limit": 16, "test.base": False, "bootstrap": 500,
+        "train.model.path": model_dir, "train.data.train_limit": 48, "train.data.max_length": 128, "train.bone.r": 8,
+        "train.schedule.batch_size": 4, "train.schedule.max_steps": 4, "train.checkpointing.every": 2,
+        "train.logging.progress": False, "train.logging.tensorboard": False, "train.logging.plot": False,
+        "train.eval.max_new_tokens": 8, "train.eval.batch_size": 16,
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def compare_config(model_dir: Path, out_dir: Path, **extra):
+    from bone.compare import load_compare_config
+
+    return load_compare_config(None, compare_overrides(model_dir, out_dir, **extra))

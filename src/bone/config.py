@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ class BoneConfig:
     mini_r: int | None = None  # mini only: columns of the shared shard; must divide every target's out
     target_modules: list[str] | str | None = None  # name suffixes, a full-match regex, "all-linear", or None = per-architecture default
     exclude_modules: list[str] | str | None = None  # same forms as target_modules; matches are never adapted
+    train_parts: list[str] | str | None = None  # base parameters trained in full beside the blocks: substrings of parameter names (RWKV-PEFT's time, ln, emb, head) or one regex matching whole names (see bone.parts)
     dropout: float = 0.0  # shard/mini only: dropout on the adapter's input path (PEFT miss_dropout)
     dtype: str | None = "float32"  # adapter parameter and compute dtype; None = each base weight's dtype
     fused: bool = True  # Flash-Bone autograd functions (frugal memory); False = plain autograd reference
@@ -61,12 +63,25 @@ class BoneConfig:
             raise ConfigError(f"BoneConfig.dtype={self.dtype!r}; use one of {sorted(DTYPES)} or None")
         if not isinstance(self.chunk_size, int) or isinstance(self.chunk_size, bool) or self.chunk_size <= 0:
             raise ConfigError(f"BoneConfig.chunk_size must be a positive int, got {self.chunk_size!r}")
-        for name in ("target_modules", "exclude_modules"):
+        for name in ("target_modules", "exclude_modules", "train_parts"):
             value = getattr(self, name)
             if isinstance(value, (tuple, set)):
                 setattr(self, name, sorted(value))
             elif value is not None and not isinstance(value, (list, str)):
                 raise ConfigError(f"BoneConfig.{name} must be a list of names, a regex string or None, got {value!r}")
+        self._check_parts()
+
+    def _check_parts(self) -> None:
+        """train_parts: non-empty strings, or a regex that compiles."""
+        parts = self.train_parts
+        if isinstance(parts, str):
+            try:
+                re.compile(parts)
+            except re.error as err:
+                raise ConfigError(f"BoneConfig.train_parts={parts!r} is not a valid regex ({err}); "
+                                  f"use a list of name substrings such as ['time', 'ln']") from None
+        elif parts is not None and not all(isinstance(p, str) and p for p in parts):
+            raise ConfigError(f"BoneConfig.train_parts entries must be non-empty strings, got {parts!r}")
 
     @property
     def torch_dtype(self) -> torch.dtype | None:

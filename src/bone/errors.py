@@ -35,6 +35,14 @@ class UsageError(BoneError, RuntimeError):
     """A library call made in the wrong state (e.g. `disabled` while merged)."""
 
 
+class NonFiniteError(BoneError, FloatingPointError):
+    """Training produced NaN or inf (loss, gradients or weights); the message names the step and what to try."""
+
+
+class CorruptFileError(BoneError, ValueError):
+    """A file bone wrote earlier (a checkpoint's state, optimizer or RNG file) that is truncated or damaged."""
+
+
 class MissingPathError(BoneError, FileNotFoundError):
     """A path the user named does not exist."""
 

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -50,6 +51,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def temp_target(name: str) -> str | None:
+    """The name of the file or folder that the temporary named `name` (see `temp_sibling`) was
+    being written for; None when `name` is not such a temporary."""
+    m = _TMP.match(name)
+    return None if m is None else m.group("name")
+
+
 def remove_stale(path: str | os.PathLike) -> list[Path]:
     """Delete temporaries of `path` (see `temp_sibling`) left by writers that are no longer
     running; returns what was removed. Other files, and live writers' temporaries, are kept."""
@@ -73,13 +81,44 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}.", suffix="", dir=path.parent)
     os.close(fd)
     try:
-        write(tmp)
-        open_up(tmp)
-        os.replace(tmp, path)
+        with naming(path, tmp):
+            write(tmp)
+            open_up(tmp)
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def naming(path: str | os.PathLike, *aliases: str | os.PathLike):
+    """Re-raise an OSError that names no file (a failed write or flush: a full disk) or names one of
+    `aliases` (the temporary being written) with `path` as its file, so the message says which file."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno is None or (err.filename is not None and str(err.filename) not in map(str, aliases)):
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from err
+
+
+def append_text(path: str | os.PathLike, text: str) -> None:
+    """Append `text` (e.g. one JSON line) whole or not at all: after a failed write (a full disk) the
+    file is cut back to its previous length, and the error names the file."""
+    path, rest = Path(path), memoryview(text.encode("utf-8"))
+    with naming(path):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask applies
+        try:
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                while rest:
+                    rest = rest[os.write(fd, rest):]
+            except OSError:
+                os.ftruncate(fd, start)
+                raise
+        finally:
+            os.close(fd)
 
 
 def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict | None = None) -> None:
@@ -96,6 +135,24 @@ def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict | No
             raise
         code = int(found.group(1))
         raise OSError(code, os.strerror(code), str(path)) from None
+
+
+def save_torch(obj, path: str | os.PathLike) -> Path:
+    """`torch.save(obj)` to `path` atomically, a failed write raised as the OSError it is: written
+    through a Python file (torch.save to a path name raises a RuntimeError on a full disk), and the
+    zip writer's RuntimeError on closing after a failed write is replaced by that write's OSError."""
+    import torch
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            try:
+                torch.save(obj, f)
+            except RuntimeError as err:
+                if isinstance(err.__context__, OSError):
+                    raise err.__context__ from None
+                raise
+
+    return atomic_write(path, write)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -5,10 +5,13 @@ A directory holds
                              (true = shard, "bat" = col, "mini"), "target_modules" (exact names)
   adapter_model.safetensors  "base_model.model.<module>.miss_block" -> block tensor
   bone_config.json           this project's BoneConfig plus which modules are Conv1D (PEFT ignores it)
+  bone_parts.safetensors     trained parts that are not whole modules (bone.parts; whole modules are
+                             PEFT's "modules_to_save" in the two files above)
 Which variant a directory holds is the variants' own business (`Variant.peft_type`,
 `peft_init`, `peft_reads`): PEFT has no row variant, so row directories say "BONE_ROW", which
 PEFT refuses instead of misreading the blocks; legacy PEFT Bone directories ("peft_type":
-"BONE", ".bone_block" keys) are read too. Every file is written atomically (`bone.fs`), and
+"BONE", ".bone_block" keys) are read too, and `read` / `load` also take RWKV-PEFT's `.pth`
+checkpoints (bone.rwkv_peft). Every file is written atomically (`bone.fs`), and
 `load` validates everything before it changes the model.
 """
 from __future__ import annotations
@@ -16,18 +19,21 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from . import variants
-from .bases import is_adaptable, shape_of
+from . import parts as trained_parts
+from . import rwkv_peft, variants
+from .adapters import bone_layers, layers_with, resolve
 from .config import BoneConfig
 from .errors import AdapterError, ConfigError, MissingPathError, ModelError, OutputExistsError
 from .fs import atomic_write, save_safetensors, write_json
-from .inject import adapter_config, apply, bone_layers, require_unadapted
+from .inject import adaptable, adapter_config, apply, require_unadapted, target_shape
+from .layer import DEFAULT
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -35,9 +41,10 @@ BONE_FILE = "bone_config.json"
 _PREFIX = "base_model.model."
 
 
-def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """{module name: adapter block} for every Bone layer."""
-    return {name: layer.bone_block.detach() for name, layer in bone_layers(model)}
+def adapter_state_dict(model: nn.Module, name: str | None = None) -> dict[str, Tensor]:
+    """{module name: block} of adapter `name` (default: the active one), for every layer holding it."""
+    name = resolve(model, name)
+    return {target: layer.adapter(name).block.detach() for target, layer in layers_with(model, name)}
 
 
 def peft_config_dict(cfg: BoneConfig, names: list[str], model: nn.Module | None = None) -> dict:
@@ -64,27 +71,39 @@ def peft_config_dict(cfg: BoneConfig, names: list[str], model: nn.Module | None 
     }
 
 
-def save(model: nn.Module, path: str | os.PathLike, blocks: dict[str, Tensor] | None = None) -> Path:
-    """Write the model's adapter (only the blocks) as a PEFT-layout directory; returns the path.
+def save(model: nn.Module, path: str | os.PathLike, blocks: dict[str, Tensor] | None = None,
+         parts: dict[str, Tensor] | None = None, name: str | None = None) -> Path:
+    """Write adapter `name` (default: the active one; its blocks and the model's trained parts) as a
+    PEFT-layout directory; returns the path. The folder does not record the name:
+    `bone.load(model, path, name=...)` chooses one.
 
-    blocks: {module name: full block} to write instead of the layers' own `bone_block` (for
-    example blocks gathered from FSDP shards); it must name exactly the model's Bone layers."""
-    layers = list(bone_layers(model))
-    if not layers:
+    blocks: {module name: full block} to write instead of the layers' own blocks (for example
+    blocks gathered from FSDP shards); it must name exactly the layers that hold the adapter.
+    parts: {parameter name: full value} likewise for the trained parts (bone.parts)."""
+    if next(bone_layers(model), None) is None:
         raise ModelError("the model has no Bone adapters to save: call bone.apply or bone.load first")
+    name = resolve(model, name)
+    layers = layers_with(model, name)
     if blocks is None:
-        blocks = {n: layer.bone_block for n, layer in layers}
+        blocks = {n: layer.adapter(name).block for n, layer in layers}
     elif set(blocks) != {n for n, _ in layers}:
-        raise AdapterError(f"blocks must name exactly the model's Bone layers; differences: "
-                         f"{sorted(set(blocks) ^ {n for n, _ in layers})[:5]}")
-    cfg = adapter_config(model)
+        raise AdapterError(f"blocks must name exactly the model's Bone layers of adapter {name!r}; differences: "
+                           f"{sorted(set(blocks) ^ {n for n, _ in layers})[:5]}")
+    part_names = trained_parts.names(model)
+    if parts is None:
+        parts = {n: model.get_parameter(n) for n in part_names}
+    elif set(parts) != set(part_names):
+        raise AdapterError(f"parts must name exactly the model's trained parts; differences: {sorted(set(parts) ^ set(part_names))[:5]}")
+    cfg = adapter_config(model, name)
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputExistsError(f"{path} exists and is not a directory")
     path.mkdir(parents=True, exist_ok=True)
     tensors = {f"{_PREFIX}{n}.miss_block": blocks[n].detach().contiguous().cpu() for n, _ in layers}
-    atomic_write(path / WEIGHTS_FILE, lambda tmp: save_safetensors(tensors, tmp, metadata={"format": "pt"}))
-    write_json(path / CONFIG_FILE, peft_config_dict(cfg, [n for n, _ in layers], model))
+    in_peft, modules, rest = trained_parts.split(model, parts)
+    atomic_write(path / WEIGHTS_FILE, lambda tmp: save_safetensors({**tensors, **in_peft}, tmp, metadata={"format": "pt"}))
+    trained_parts.write_rest(path, rest)
+    write_json(path / CONFIG_FILE, {**peft_config_dict(cfg, [n for n, _ in layers], model), "modules_to_save": modules or None})
     bone_meta = {"config": cfg.to_dict(), "transposed": sorted(n for n, layer in layers if layer.transposed)}
     write_json(path / BONE_FILE, bone_meta)
     return path
@@ -155,6 +174,8 @@ def read_adapter(path: str | os.PathLike) -> tuple[BoneConfig, dict[str, Tensor]
         raise AdapterError(f"{path / WEIGHTS_FILE} is corrupt or truncated ({err})") from None
     blocks = {}
     for key, tensor in raw.items():
+        if trained_parts.is_peft_key(key, peft.get("modules_to_save")):
+            continue  # a trained part (bone.parts.read)
         stem = key[len(_PREFIX):] if key.startswith(_PREFIX) else key
         for suffix in (".miss_block", ".bone_block", ".miss_block.default", ".bone_block.default"):
             if stem.endswith(suffix):
@@ -220,34 +241,87 @@ def _check_block_ranks(cfg: BoneConfig, blocks: dict[str, Tensor], file: Path) -
             )
 
 
-def load(model: nn.Module, path: str | os.PathLike, **overrides) -> nn.Module:
-    """Inject the adapter stored at `path` into `model` and load its blocks. Nothing changes on error.
+class Adapter(NamedTuple):
+    """Everything an adapter holds, whatever its format (`read`)."""
 
+    cfg: BoneConfig
+    blocks: dict[str, Tensor]  # {module name: block}
+    transposed: set[str]  # Conv1D modules
+    parts: dict[str, Tensor]  # {parameter name: trained value} (bone.parts)
+
+
+def is_adapter(path: str | os.PathLike) -> bool:
+    """Whether `path` is an adapter `read` takes: a folder (bone / PEFT) or an RWKV-PEFT `.pth` file."""
+    return is_adapter_dir(path) or rwkv_peft.is_file(path)
+
+
+def read(path: str | os.PathLike) -> Adapter:
+    """The adapter at `path`: a bone / PEFT MiSS / PEFT Bone folder or an RWKV-PEFT `.pth` checkpoint."""
+    if rwkv_peft.is_file(path):
+        cfg, blocks, parts = rwkv_peft.read(path)
+        return Adapter(cfg, blocks, set(), parts)
+    cfg, blocks, transposed = read_adapter(path)
+    peft = _read_json(Path(path) / CONFIG_FILE)
+    return Adapter(cfg, blocks, transposed, trained_parts.read(Path(path), Path(path) / WEIGHTS_FILE, peft.get("modules_to_save")))
+
+
+def _check_parts(model: nn.Module, cfg: BoneConfig, parts: dict[str, Tensor], blocks: dict[str, Tensor], file: Path) -> None:
+    """Every trained part names a parameter of `model` of the same shape, outside the adapted layers, and
+    they are the parameters cfg.train_parts picks (when the adapter was trained with patterns)."""
+    params = dict(model.named_parameters())
+    picked = trained_parts.matching(list(params), cfg.train_parts)
+    if cfg.train_parts and set(picked) != set(parts):
+        raise AdapterError(f"{file}: train_parts={cfg.train_parts!r} picks {len(picked)} parameter(s) of this model but "
+                           f"the adapter holds {len(parts)} (missing {sorted(set(picked) - set(parts))[:3]}, unexpected "
+                           f"{sorted(set(parts) - set(picked))[:3]}): a parts file is missing, or the adapter was made "
+                           f"for a different base model")
+    for name, value in parts.items():
+        if name not in params:
+            raise AdapterError(f"{file}: trained part {name!r} is not a parameter of this model (e.g. {list(params)[:3]}): "
+                               f"the adapter was made for a different base model")
+        if tuple(value.shape) != tuple(params[name].shape):
+            raise AdapterError(f"{file}: trained part {name} has shape {tuple(value.shape)}, the model's has "
+                               f"{tuple(params[name].shape)}: the adapter was made for a different base model")
+        owner = next((m for m in blocks if name.startswith(m + ".")), None)
+        if owner is not None:
+            raise AdapterError(f"{file} holds both a block for {owner} and a trained value for {name}: a layer is "
+                               f"either adapted or trained in full, not both")
+
+
+def load(model: nn.Module, path: str | os.PathLike, name: str | None = None, **overrides) -> nn.Module:
+    """Inject the adapter stored at `path` (a folder, or an RWKV-PEFT `.pth`) into `model` and load its
+    blocks and trained parts. Nothing changes on error.
+
+    name: add it under this name next to the model's other adapters, as the active one
+    (`bone.adapters`); None: the single-adapter API ("default", on a model without adapters).
     overrides: BoneConfig fields that do not change the math (fused, chunk_size, keep_merged, cache_merged,
     dtype, dropout)."""
-    require_unadapted(model)
-    cfg, blocks, _ = read_adapter(path)
-    fixed = {"r", "variant", "mini_r", "target_modules", "exclude_modules"} & set(overrides)
+    require_unadapted(model, name)
+    cfg, blocks, _, parts = read(path)
+    fixed = {"r", "variant", "mini_r", "target_modules", "exclude_modules", "train_parts"} & set(overrides)
     if fixed:
         raise AdapterError(f"{sorted(fixed)} are fixed by the adapter file and cannot be overridden")
     cfg = BoneConfig.from_dict({**cfg.to_dict(), **overrides})
-    file = Path(path) / WEIGHTS_FILE
+    file = Path(path) if Path(path).is_file() else Path(path) / WEIGHTS_FILE
     modules = dict(model.named_modules())
     variant = variants.get(cfg.variant)
-    for name, block in blocks.items():
-        module = modules.get(name)
-        if module is None or not is_adaptable(module):
-            linear = [n for n, m in modules.items() if is_adaptable(m)][:5]
-            raise AdapterError(f"{file}: module {name!r} is not a linear layer of this model (e.g. {linear})")
-        out, in_ = shape_of(module)
+    for target, block in blocks.items():
+        module = modules.get(target)
+        if module is None or not adaptable(module):
+            linear = [n for n, m in modules.items() if adaptable(m)][:5]
+            raise AdapterError(f"{file}: module {target!r} is not a linear layer of this model (e.g. {linear})")
+        out, in_ = target_shape(module)
         expected = variant.block_shape(out, in_, cfg.r, cfg.mini_r)
         if tuple(block.shape) != tuple(expected):
             raise AdapterError(
-                f"{file}: tensor for {name} has shape {tuple(block.shape)}, but the model's layer (out={out}, "
+                f"{file}: tensor for {target} has shape {tuple(block.shape)}, but the model's layer (out={out}, "
                 f"in={in_}) needs {tuple(expected)}: the adapter was made for a different base model"
             )
-    apply(model, cfg, modules=sorted(blocks))
+    _check_parts(model, cfg, parts, blocks, file)
+    apply(model, cfg, modules=sorted(blocks), parts=[n for n, _ in model.named_parameters() if n in parts], name=name)
+    name = name or DEFAULT
     with torch.no_grad():
-        for name, layer in bone_layers(model):
-            layer.bone_block.copy_(blocks[name])
+        for target, layer in layers_with(model, name):
+            layer.adapter(name).block.copy_(blocks[target])
+    trained_parts.assign(model, parts)
     return model

@@ -3,8 +3,10 @@
 The layer keeps the original module's `weight` and `bias` Parameters under the same names, so a
 model's state-dict keys do not change. Everything adapter-owned lives under `bone_adapters`
 (`<layer>.bone_adapters.<name>.block`): that prefix drives freezing, saving and filtering.
-A layer has at most one active adapter (the one its forward runs) and at most one merged adapter
-(folded into `weight`); `bone.apply` / `bone.load` add the adapter named "default".
+A layer has at most one active adapter (the one its forward runs; None: the base product) and at
+most one merged adapter (folded into `weight`); `bone.apply` / `bone.load` add the adapter named
+"default" unless given a name, and `bone.use` switches between names (`bone.adapters`). Only the
+active adapter's block requires grad (`set_active`).
 
 Shapes: x `(..., in)`, weight `(out, in)` (Linear) or `(in, out)` (Conv1D), y `(..., out)`.
 Casts happen once at the boundary: the variant function receives the base-dtype input and
@@ -127,8 +129,22 @@ class BoneLinear(nn.Module):
         """A new zero-initialised adapter `name` (made active)."""
         adapter = BoneAdapter(cfg, self.out_features, self.in_features, self.kind.compute_dtype(self), self.weight.device)
         self.bone_adapters[name] = adapter
-        self.active = name
+        self.set_active(name)
         return adapter
+
+    def set_active(self, name: str | None) -> None:
+        """Run adapter `name` from now on (None: the base product); only its block requires grad."""
+        self.active = name
+        for key, adapter in self.bone_adapters.items():
+            adapter.block.requires_grad_(key == name)
+
+    def remove_adapter(self, name: str) -> None:
+        """Drop adapter `name`; the weight stays as it is (a merged adapter stays folded into it)."""
+        del self.bone_adapters[name]
+        if self.active == name:
+            self.active = None
+        if self.merged_name == name:
+            self.merged_name = None
 
     def adapter(self, name: str | None = None) -> BoneAdapter:
         """The adapter `name` (default: the active one)."""

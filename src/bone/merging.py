@@ -2,7 +2,9 @@
 
 All arithmetic is fp32 (fp64 for col/row inverses) with one cast back to the weight's dtype.
 `merge(model, safe=True)` computes and checks every merged weight before writing any, so a broken
-adapter (NaN/inf) leaves the model exactly as it was. `unmerge` checks that every col/row block's
+adapter (NaN/inf) leaves the model exactly as it was. With several named adapters (`bone.adapters`)
+merge folds one of them (default: the active one) and the others stay as they are; one adapter
+at a time can be merged. `unmerge` checks that every col/row block's
 `I + B` is invertible before it writes anything. A quantized base (bitsandbytes) is refused:
 requantizing W' would round most of the adapter's update away (see `QUANTIZED_MERGE`).
 """
@@ -15,17 +17,11 @@ from typing import Iterable, Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
+from . import parts as trained_parts
 from . import variants
+from .adapters import activate, layers_with, merged_adapter, require_layers, resolve
 from .config import BoneConfig
 from .errors import AdapterError, ModelError, UsageError
-from .inject import bone_layers
-
-
-def _require_layers(model: nn.Module) -> list:
-    layers = list(bone_layers(model))
-    if not layers:
-        raise ModelError("the model has no Bone adapters: call bone.apply(model, cfg) or bone.load(model, dir) first")
-    return layers
 
 
 QUANTIZED_MERGE = (
@@ -35,34 +31,47 @@ QUANTIZED_MERGE = (
 )
 
 
-def merge(model: nn.Module, safe: bool = False) -> nn.Module:
-    """Fold every adapter into its base weight (in place). Layers already merged are skipped.
-    Refuses (before any change) when a base is quantized; see `QUANTIZED_MERGE`."""
-    quantized = [n for n, layer in _require_layers(model) if layer.quantized]
+def merge(model: nn.Module, safe: bool = False, name: str | None = None) -> nn.Module:
+    """Fold adapter `name` (default: the active one) into its layers' base weights (in place); it
+    becomes the active adapter. Layers already merged are skipped. Refuses (before any change) when
+    another adapter is merged, or a base is quantized (see `QUANTIZED_MERGE`)."""
+    name = resolve(model, name)
+    merged = merged_adapter(model)
+    if merged not in (None, name):
+        raise UsageError(f"adapter {merged!r} is merged already (one adapter at a time): call bone.unmerge(model) "
+                         f"before merging {name!r}")
+    quantized = [n for n, layer in layers_with(model, name) if layer.quantized]
     if quantized:
         raise ModelError(f"{len(quantized)} adapted layer(s) have a quantized base (e.g. {quantized[0]}): {QUANTIZED_MERGE}")
-    layers = [(n, layer) for n, layer in _require_layers(model) if not layer.merged]
+    layers = [(n, layer) for n, layer in layers_with(model, name) if not layer.merged]
     if safe:
-        for name, layer in layers:
-            if not torch.isfinite(layer.merged_weight()).all():
-                raise AdapterError(f"merging {name} gives non-finite weights: the adapter is broken; nothing was changed")
+        for target, layer in layers:
+            if not torch.isfinite(layer.merged_weight(name)).all():
+                raise AdapterError(f"merging {target} gives non-finite weights: the adapter is broken; nothing was changed")
+    activate(model, name)
     for _, layer in layers:
         layer.write_weight(layer.merged_weight())
-        layer.merged_name = layer.active
+        layer.merged_name = name
     return model
 
 
-def unmerge(model: nn.Module) -> nn.Module:
-    """Restore the base weights of merged layers (in place). Raises before writing if any col/row
-    block's I + B is singular or ill-conditioned."""
-    layers = [(n, layer) for n, layer in _require_layers(model) if layer.merged]
-    for name, layer in layers:
+def unmerge(model: nn.Module, name: str | None = None) -> nn.Module:
+    """Restore the base weights of merged layers (in place). name: the adapter expected to be merged
+    (refused when another one is). Raises before writing if any col/row block's I + B is singular or
+    ill-conditioned."""
+    layers = [(n, layer) for n, layer in require_layers(model) if layer.merged]
+    if name is not None:
+        resolve(model, name)
+        merged = merged_adapter(model)
+        if merged not in (None, name):
+            raise UsageError(f"adapter {name!r} is not merged ({merged!r} is): call bone.unmerge(model) to unmerge it")
+    for target, layer in layers:
         adapter = layer.adapter(layer.merged_name)
         if adapter.variant.needs_inverse:
             try:
                 variants.inverse_blocks(adapter.block)
             except AdapterError as err:
-                raise AdapterError(f"cannot unmerge {name}: {err}") from None
+                raise AdapterError(f"cannot unmerge {target}: {err}") from None
     for _, layer in layers:
         layer.write_weight(layer.unmerged_weight())
         layer.merged_name = None
@@ -77,15 +86,17 @@ def unmerge(model: nn.Module) -> nn.Module:
 
 @contextmanager
 def disabled(model: nn.Module) -> Iterator[nn.Module]:
-    """Inside the block every Bone layer behaves as its base layer."""
-    layers = _require_layers(model)
+    """Inside the block every Bone layer behaves as its base layer and the trained parts hold their
+    original values (the trained ones come back after)."""
+    layers = require_layers(model)
     merged = [n for n, layer in layers if layer.merged]
     if merged:
         raise UsageError(f"adapters are merged into the weights ({merged[0]}, ...); call bone.unmerge(model) first")
     for _, layer in layers:
         layer.disabled = True
     try:
-        yield model
+        with trained_parts.originals(model):
+            yield model
     finally:
         for _, layer in layers:
             layer.disabled = False
@@ -105,12 +116,24 @@ def merge_state_dict(
     cfg: BoneConfig,
     blocks: Mapping[str, Tensor],
     transposed: Iterable[str] = (),
+    parts: Mapping[str, Tensor] | None = None,
 ) -> dict[str, Tensor]:
-    """A new state dict with each `<module>.weight` in `blocks` merged; other entries are shared.
+    """A new state dict with each `<module>.weight` in `blocks` merged and each trained part copied
+    in (cast to the stored dtype); other entries are shared.
 
     `blocks` maps module names to adapter blocks (as `bone.read_adapter` returns); `transposed` names
-    Conv1D modules whose weight is stored `(in, out)`. Pure: the input is not modified."""
+    Conv1D modules whose weight is stored `(in, out)`; `parts` maps state-dict keys to trained values
+    (bone.parts). Pure: the input is not modified."""
     transposed = set(transposed)
+    parts = dict(parts or {})
+    absent = sorted(k for k in parts if k not in state_dict)
+    if absent:
+        raise AdapterError(f"the adapter trains part(s) {absent[:4]} that the state dict does not have: "
+                           f"the adapter was made for a different base model")
+    both = sorted(k for k in parts if k[: -len(".weight")] in blocks and k.endswith(".weight"))
+    if both:
+        raise AdapterError(f"the adapter holds both a block and a trained value for {both[0]}: a layer is either "
+                           f"adapted or trained in full, not both")
     variant = variants.get(cfg.variant)
     out = dict(state_dict)
     for name, block in blocks.items():
@@ -129,4 +152,6 @@ def merge_state_dict(
                 f"needs {tuple(expected)} for variant {cfg.variant!r}, r={cfg.r}"
             )
         out[key] = merge_weight(w, block, cfg.variant, name in transposed)
+    for key, value in parts.items():
+        out[key] = trained_parts.merged_value(key, state_dict[key], value)
     return out

@@ -4,9 +4,10 @@
     print(render_yaml(cfg))        # commented, loadable YAML (`bone train --print-config`)
     print(render_yaml(TrainConfig))  # the defaults, without building the config (`--help`)
 
-Any dataclass works; nested dataclass fields are sections. Values come from YAML (typed by the
-parser) or the command line (`key=value`, `--key value`, strings typed by the field's
-annotation). The trailing `# comment` of each field is its documentation. Every error is a
+Any dataclass works; nested dataclass fields are sections. Field types: bool, int, float, str,
+None, unions of them, `list[T]` and `dict[str, T]` (a mapping whose entries a dotted key sets one
+at a time: `lrs.col=[1e-4,3e-4]`). Values come from YAML (typed by the parser) or the command
+line (`key=value`, `--key value`, strings typed by the field's annotation). The trailing `# comment` of each field is its documentation. Every error is a
 `ConfigError` naming the dotted key and the expected type, with the nearest known key for typos.
 Importing this module does not import torch (`--help` stays fast).
 """
@@ -47,6 +48,8 @@ def describe(tp) -> str:
             names.append("null")
         elif typing.get_origin(a) is list:
             names.append(f"list of {describe(typing.get_args(a)[0])}")
+        elif typing.get_origin(a) is dict:
+            names.append(f"mapping of str to {describe(typing.get_args(a)[1])}")
         else:
             names.append(getattr(a, "__name__", str(a)))
     return " or ".join(names)
@@ -78,6 +81,10 @@ def _check_one(value, tp):
         if isinstance(value, list):
             (item,) = typing.get_args(tp)
             return [_check_one(v, item) for v in value]
+    elif typing.get_origin(tp) is dict:
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            item = typing.get_args(tp)[1]
+            return {k: _check_one(v, item) for k, v in value.items()}
     raise TypeError
 
 
@@ -105,9 +112,10 @@ def parse_cli_value(raw: str, tp, key: str):
                 return a(raw)
             except ValueError:
                 continue
-        if typing.get_origin(a) is list:
-            parsed = yaml.safe_load(raw) if raw.strip().startswith("[") else None
-            if isinstance(parsed, list):
+        if typing.get_origin(a) in (list, dict):
+            opener = "[" if typing.get_origin(a) is list else "{"
+            parsed = yaml.safe_load(raw) if raw.strip().startswith(opener) else None
+            if isinstance(parsed, typing.get_origin(a)):
                 return check_value(parsed, a, key)
         if a is str:
             return raw
@@ -137,12 +145,13 @@ def from_dict(cls, data: dict, prefix: str = ""):
             kwargs[key] = check_value(value, tp, prefix + key)
     try:
         return cls(**kwargs)
-    except ValueError as e:
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {e}") from None
+    except ValueError as e:  # named by the section unless the message names its key already
+        raise ConfigError(str(e) if prefix and str(e).startswith(prefix) else f"{prefix.rstrip('.') or 'config'}: {e}") from None
 
 
-def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
-    """['a.b=1', '--c.d', '2', '--e=3'] -> [('a.b', '1'), ('c.d', '2'), ('e', '3')]."""
+def parse_overrides(args: list[str]) -> list[tuple[str, str | None]]:
+    """['a.b=1', '--c.d', '2', '--e=3', '--f'] -> [('a.b', '1'), ('c.d', '2'), ('e', '3'), ('f', None)]
+    (None: no value followed; `apply_overrides` says whether the key is unknown or needs one)."""
     out, i = [], 0
     while i < len(args):
         a = args[i]
@@ -150,11 +159,11 @@ def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
             body = a[2:]
             if "=" in body:
                 k, v = body.split("=", 1)
-            elif i + 1 < len(args):
+            elif i + 1 < len(args) and not args[i + 1].startswith("--"):
                 k, v = body, args[i + 1]
                 i += 1
             else:
-                raise ConfigError(f"option {a} needs a value: {a} VALUE or {body}=VALUE")
+                k, v = body, None
             out.append((k.replace("-", "_"), v))
         elif "=" in a:
             k, v = a.split("=", 1)
@@ -165,7 +174,16 @@ def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def apply_overrides(obj, overrides: list[tuple[str, str]]):
+def _is_mapping(tp) -> bool:
+    return any(typing.get_origin(a) is dict for a in _args(tp))
+
+
+def _mapping_item(tp):
+    """The value type of the (first) mapping in annotation `tp`."""
+    return next(typing.get_args(a)[1] for a in _args(tp) if typing.get_origin(a) is dict)
+
+
+def apply_overrides(obj, overrides: list[tuple[str, str | None]]):
     """A new validated config of obj's type with dotted-key string overrides applied."""
     cls = type(obj)
     data = to_dict(obj)
@@ -177,12 +195,18 @@ def apply_overrides(obj, overrides: list[tuple[str, str]]):
                 raise _unknown(".".join(parts[: depth + 1]), hints)
             tp = hints[part]
             last = depth == len(parts) - 1
+            if _is_mapping(tp) and depth == len(parts) - 2:  # one entry of a mapping: section.field.entry=value
+                entry = parts[-1]
+                node[part] = {**(node[part] or {}), entry: parse_cli_value(raw, _mapping_item(tp), key)}
+                break
             if dataclasses.is_dataclass(tp):
                 if last:
                     raise ConfigError(f"{key!r} is a section; set one of its keys: {sorted(_hints(tp))}")
                 node_cls, node = tp, node[part]
             elif not last:
                 raise ConfigError(f"{'.'.join(parts[: depth + 1])!r} is a value, not a section; cannot set {key!r}")
+            elif raw is None:
+                raise ConfigError(f"option --{key} needs a value: --{key} VALUE or {key}=VALUE")
             else:
                 node[part] = parse_cli_value(raw, tp, key)
     return from_dict(cls, data)

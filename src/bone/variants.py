@@ -8,6 +8,9 @@ block a / input block b, x_j the j-th r-wide slice of the input features.
   shard M: (r, out)        y = x W^T + (sum_j x_j) @ M;  dW[o, j*r+i] = M[i, o]   (MiSS default)
   mini  Dm: (r, mini_r)    M = Dm.repeat(1, out // mini_r), then as shard
 
+RWKV-PEFT (`rwkv_peft_mode`) trains shard as its mode "bone" and row as its mode "bat"; it has no
+col and no mini.
+
 A variant object answers every variant-specific question the rest of bone asks: the block shape
 and whether a layer fits (with a hint that works), the PEFT tag it is saved under and read from,
 its fused (Flash-Bone) forward, whether unmerging needs a matrix inverse, and the reference math.
@@ -56,6 +59,8 @@ class Variant:
     has_input_path: bool = False  # the adapter reads x through its own path (so dropout applies)
     uses_mini_r: bool = False
     builds_merged: bool = True  # the fused kernel builds W' (or W + dW), so BoneConfig.keep_merged applies
+    rwkv_peft_mode: str | None = None  # RWKV-PEFT's name for this variant ("bone", "bat"); None: RWKV-PEFT has no such form
+    exact_lora: bool = False  # `lora_factors` gives B, A with B @ A == W' - W whatever W (a LoRA export is exact)
 
     # --- shapes ---------------------------------------------------------------------------
     def block_shape(self, out: int, in_: int, r: int, mini_r: int | None) -> tuple[int, ...]:
@@ -110,6 +115,12 @@ class Variant:
 
     def forward(self, x: Tensor, w: Tensor, bias: Tensor | None, block: Tensor, dropout=None) -> Tensor:
         raise NotImplementedError
+
+    def lora_factors(self, block: Tensor, out: int, in_: int) -> tuple[Tensor, Tensor] | None:
+        """(B `(out, k)`, A `(k, in)`) with B @ A == W' - W exactly, independent of W (`exact_lora`
+        variants); None when the update depends on W and has no exact low-rank form (col/row, which
+        a LoRA export approximates through a truncated SVD of W' - W)."""
+        return None
 
 
 def _as_blocks(w: Tensor, r: int) -> Tensor:
@@ -181,7 +192,7 @@ class Col(Variant):
     def merged(self, w, block):
         bb = self.per_block(block)
         wb = _as_blocks(w, block.shape[-1])
-        return _from_blocks(wb + wb @ bb + bb)
+        return _from_blocks(wb + (wb @ bb + bb))  # W + (W B + B): the order of RWKV-PEFT's merge
 
     def unmerged(self, w_merged, block):
         inv = self.per_block(inverse_blocks(block))
@@ -204,6 +215,7 @@ class Row(Col):
     peft_init = "row"
     peft_reads = (("BONE_ROW", "row"),)
     builds_merged = False  # exact factorisation: W' never exists
+    rwkv_peft_mode = "bat"  # its BatLinear: a 3-D (in/r, r, r) block applied per input block
 
     def block_shape(self, out, in_, r, mini_r):
         return (in_ // r, r, r)
@@ -231,6 +243,8 @@ class Shard(Variant):
     peft_init = True
     peft_reads = (("MISS", True), ("MISS", False), ("BONE", True), ("BONE", False))
     has_input_path = True
+    rwkv_peft_mode = "bone"  # its BoneLinear: a 2-D (r, out) block, zero-padded input
+    exact_lora = True
 
     def block_shape(self, out, in_, r, mini_r):
         return (r, out)
@@ -262,6 +276,14 @@ class Shard(Variant):
         r = m.shape[0]
         return m.t().repeat(1, -(-in_ // r))[:, :in_]
 
+    def lora_factors(self, block, out, in_):
+        """B = M^T `(out, r)`, A = [I_r I_r ... I_r] `(r, in)` (the last identity cut to in % r
+        columns): B @ A is M^T tiled along in, i.e. `delta`, with LoRA scaling 1."""
+        m = self.shard(block, out)
+        r = m.shape[0]
+        eye = torch.eye(r, dtype=m.dtype, device=m.device)
+        return m.t(), eye.repeat(1, -(-in_ // r))[:, :in_]
+
     def merged(self, w, block):
         return w + self.delta(block, *w.shape)
 
@@ -287,6 +309,7 @@ class Mini(Shard):
     peft_init = "mini"
     peft_reads = (("MISS", "mini"),)
     uses_mini_r = True
+    rwkv_peft_mode = None  # RWKV-PEFT has no mini
 
     def block_shape(self, out, in_, r, mini_r):
         return (r, mini_r)

@@ -21,3 +21,15 @@ def bone_cli(capsys):
         return code, out.out, out.err
 
     return call
+
+
+@pytest.fixture(scope="session")
+def adapters(model_dir, tmp_path_factory):
+    """{"alpha": <runs>/alpha/adapter (col r=8, every projection; named after its run folder),
+    "beta": <tmp>/beta (shard r=8 on q_proj and v_proj)} on the tiny Llama of `model_dir`."""
+    import bone
+
+    root = tmp_path_factory.mktemp("adapters")
+    return {"alpha": tiny.random_adapter(model_dir, root / "runs" / "alpha" / "adapter", bone.BoneConfig(r=8), 1),
+            "beta": tiny.random_adapter(model_dir, root / "beta",
+                                   bone.BoneConfig(r=8, variant="shard", target_modules=["q_proj", "v_proj"]), 2)}

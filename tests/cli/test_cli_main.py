@@ -28,23 +28,33 @@ print(json.dumps({"codes": codes, "torch": "torch" in sys.modules, "transformers
 def test_help_and_usage_errors_do_not_import_torch():
     """Help of every command (bench's is bone.bench's own) and argparse's usage errors run without torch."""
     calls = [["--help"], [], ["train", "--help"], ["eval", "--help"], ["merge", "--help"], ["export", "--help"],
-             ["export", "--to", "merged", "--help"], ["trian"], ["eval", "--model", "m"], ["train", "--stop-at", "x"],
-             ["export", "--to", "gguf"], ["export", "--to", "merged", "--adapter", "a", "--out", "o"]]
+             ["export", "--to", "merged", "--help"], ["bench", "--help"], ["compare", "--help"], ["trian"],
+             ["eval", "--model", "m"], ["train", "--stop-at", "x"], ["train", "--stop-at", "0"], ["export", "--to", "gguf"],
+             ["export", "--to", "merged", "--adapter", "a", "--out", "o"], ["bench", "--repeats", "x"],
+             ["eval", "--model", "m", "--data", "d", "--out", "o", "--batch-size", "0"],
+             ["eval", "--model", "m", "--data", "d", "--out", "o", "--max-new-tokens", "0"],
+             ["eval", "--model", "m", "--data", "d", "--out", "o", "--limit", "0"],
+             ["eval", "--model", "m", "--data", "d", "--out", "o", "--max-length", "1"],
+             ["generate", "--help"], ["chat", "--help"], ["generate", "--model", "m"], ["chat", "--top-k", "x"]]
     r = subprocess.run([sys.executable, "-c", HELP_PROBE, json.dumps(calls)], capture_output=True, text=True, env=ENV,
                        cwd=ROOT, timeout=120)
     found = json.loads(r.stdout)
-    assert found["codes"] == {"--help": 0, "": 2, "train --help": 0, "eval --help": 0, "merge --help": 0,
-                              "export --help": 0, "export --to merged --help": 0, "trian": 2, "eval --model m": 2,
-                              "train --stop-at x": 2, "export --to gguf": 2,
-                              "export --to merged --adapter a --out o": 2}
+    assert found["codes"] == {" ".join(c): 0 if "--help" in c else 2 for c in calls}
     assert found["torch"] is False and found["transformers"] is False
+
+
+def test_numeric_arguments_out_of_range_are_usage_errors(bone_cli):
+    code, _, err = bone_cli("eval", "--model", "m", "--data", "d", "--out", "o", "--batch-size", "0")
+    assert code == 2 and err.splitlines()[-1] == "bone eval: error: argument --batch-size: must be >= 1, got 0"
+    code, _, err = bone_cli("train", "--stop-at", "0")
+    assert code == 2 and err.splitlines()[-1] == "bone train: error: argument --stop-at: must be >= 1, got 0"
 
 
 def test_python_dash_m_bone_lists_commands():
     r = subprocess.run([sys.executable, "-m", "bone", "--help"], capture_output=True, text=True, cwd=ROOT, env=ENV,
                        timeout=120)
     assert r.returncode == 0
-    assert all(f"bone {c}" in r.stdout for c in ("train", "eval", "merge", "export", "bench"))
+    assert all(f"bone {c}" in r.stdout for c in ("train", "eval", "merge", "export", "generate", "chat", "bench", "compare"))
 
 
 def test_unknown_command_is_a_usage_error(bone_cli):

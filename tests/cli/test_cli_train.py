@@ -48,9 +48,16 @@ def test_resume_takes_an_override_or_a_config_after_it(bone_cli):
     (["train", "missing.yaml"], "config file 'missing.yaml' not found"),
     (["train", "optim.lr=fast"], "config key 'optim.lr': expected float, got 'fast'"),
     (["train", "optim.learning_rate=1"], "unknown config key 'optim.learning_rate'"),
-    (["train", "method=lora"], "unknown method 'lora'; choose one of ['bone']"),
+    (["train", "method=adalora"], "unknown method 'adalora'; choose one of ['bone', 'lora', 'pissa', 'dora', 'full']"),
     (["train", "data.template=plain"], "data.template='plain': use one of ('alpaca', 'chat')"),
     (["train", "--resume", "/nonexistent/run"], "--resume /nonexistent/run is not a folder"),
+    (["train", "--bogus"], "unknown config key 'bogus'"),
+    (["train", "--bogus", "--optim.lr", "1e-4"], "unknown config key 'bogus'"),
+    (["train", "--optim.lr"], "option --optim.lr needs a value: --optim.lr VALUE or optim.lr=VALUE"),
+    (["train", "optim.max_grad_norm=-1"], "optim.max_grad_norm must be > 0 (clip to that norm) or null (no clipping), got -1.0"),
+    (["train", "eval.batch_size=0"], "eval.batch_size must be >= 1, got 0"),
+    (["train", "eval.max_new_tokens=0"], "eval.max_new_tokens must be >= 1, got 0"),
+    (["train", "optim.lr=inf"], "optim.lr must be > 0 and finite, got inf"),
 ])
 def test_bad_arguments_exit_1_with_a_message(bone_cli, argv, message):
     code, _, err = bone_cli(*argv)
@@ -98,3 +105,74 @@ def test_stop_then_resume_from_the_run_folder_or_a_checkpoint_alone(bone_cli, mo
     assert code == 0 and "resuming at step 2" in out and "stopped by stop_at=4" in out
     code, out, _ = bone_cli("train", "--resume", run)  # config read from the run folder
     assert code == 0 and "resuming at step 4" in out and (run / "adapter" / "adapter_config.json").is_file()
+
+
+@pytest.mark.parametrize("lr, line", [
+    ("1e37", "bone train: error: step 2: the training loss is nan (gradient norm nan); the run stopped without saving this step "
+             "(newest checkpoint: {ckpt}). Try a lower optim.lr (this run: 1e+37; start again with --overwrite) or "
+             "optim.skip_nonfinite=N to skip up "
+             "to N such steps (it may change on --resume)"),
+    ("1e38", "bone train: error: step 1: AdamW's update size lr / (1 - beta1^t) = 1e+39 (lr 1e+38, t=1) does not fit float32 "
+             "(largest 3.4e+38); the run stopped without saving this step (no checkpoint was written yet). Try a lower "
+             "optim.lr (this run: 1e+38)"),
+])
+def test_a_diverging_run_ends_in_one_line_and_exit_1(bone_cli, model_dir, tmp_path, lr, line):
+    run = tmp_path / "run"
+    code, out, err = bone_cli("train", *tiny.overrides(model_dir, run, **{"optim.lr": lr, "checkpointing.every": 1}))
+    assert code == 1 and "Traceback" not in err
+    assert err.splitlines()[-1] == line.format(ckpt=run / "checkpoints" / "step-000001")
+    assert not (run / "adapter").exists()
+
+
+def test_a_full_disk_during_training_is_one_line_naming_the_checkpoint_file(bone_cli, model_dir, small_disk):
+    disk = small_disk(512)
+    run = disk.path / "run"
+    assert bone_cli("train", *tiny.overrides(model_dir, run), "--stop-at", "2")[0] == 0
+    disk.fill(leave=8 << 10)
+    code, _, err = bone_cli("train", "--resume", run)
+    last = err.splitlines()[-1]
+    assert code == 1 and "Traceback" not in err
+    assert last.startswith(f"bone train: error: No space left on device: '{run / 'checkpoints' / 'step-000004'}/")
+    assert last.endswith("' (free some space, or write somewhere else)")
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000002"]
+
+
+def test_a_truncated_optimizer_file_is_one_line_naming_it(bone_cli, model_dir, tmp_path):
+    run = tmp_path / "run"
+    assert bone_cli("train", *tiny.overrides(model_dir, run), "--stop-at", "2")[0] == 0
+    opt = run / "checkpoints" / "step-000002" / "optimizer.pt"
+    opt.write_bytes(opt.read_bytes()[:1000])
+    code, _, err = bone_cli("train", "--resume", run)
+    assert code == 1 and "Traceback" not in err
+    assert err.splitlines()[-1].startswith(f"bone train: error: {opt} is truncated or corrupt (")
+    assert err.splitlines()[-1].endswith("start again with --overwrite")
+
+
+@pytest.mark.integration
+def test_after_a_kill_before_the_first_checkpoint_resume_and_rerun_agree(bone_cli, model_dir, tmp_path):
+    """kill -9 before any checkpoint: --resume and a plain rerun both say to start again with --overwrite, which works."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    args = tiny.overrides(model_dir, run, **{"schedule.max_steps": 200, "schedule.epochs": 20, "checkpointing.every": 1000})
+    proc = subprocess.Popen([sys.executable, "-m", "bone", "train", *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    deadline = time.time() + 120
+    while not ((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text()) and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "checkpoints").exists() and (run / "config.yaml").is_file()
+    code, _, err = bone_cli("train", "--resume", run)
+    assert code == 1 and err.splitlines()[-1] == (f"bone train: error: nothing to resume: the run in {str(run)!r} stopped "
+                                                  f"before its first checkpoint; start it again with --overwrite instead of --resume")
+    code, _, err = bone_cli("train", *args)
+    assert code == 1 and err.splitlines()[-1] == (f"bone train: error: output_dir {str(run)!r} holds a run that stopped before "
+                                                  f"its first checkpoint, so there is nothing to resume: start it again with "
+                                                  f"--overwrite, or pick another output_dir=...")
+    code, _, _ = bone_cli("train", *tiny.overrides(model_dir, run, **{"schedule.max_steps": 2}), "--overwrite")
+    assert code == 0 and (run / "adapter" / "adapter_model.safetensors").is_file()

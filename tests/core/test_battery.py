@@ -7,6 +7,8 @@ import pytest
 import torch
 
 import bone
+import bone.bases
+import bone.inject
 
 VARIANTS = ["col", "row", "shard", "mini"]
 KINDS = ["linear", "conv1d", "llama"]

@@ -86,6 +86,31 @@ def test_mini_is_shard_with_repeated_block(k, mini_r, in_, r, seed):
 
 
 @SETTINGS
+@given(st.integers(1, 24), st.integers(1, 24), st.integers(1, 8), st.sampled_from([None, 1, 2]), st.integers(0, 2**16))
+def test_shard_and_mini_lora_factors_are_exact(out, in_, r, mini_r, seed):
+    """B @ A equals the merged update bit for bit (one term per entry), at rank r, ragged in % r included."""
+    r = min(r, in_)
+    name = "shard" if mini_r is None else "mini"
+    out = out if mini_r is None else mini_r * out
+    g = _gen(seed)
+    w = torch.randn(out, in_, generator=g, dtype=torch.float64)
+    v = variants.get(name)
+    assert v.exact_lora
+    blk = torch.randn(v.block_shape(out, in_, r, mini_r), generator=g, dtype=torch.float64)
+    b, a = v.lora_factors(blk, out, in_)
+    assert b.shape == (out, r) and a.shape == (r, in_)
+    assert torch.equal(b @ a, v.delta(blk, out, in_))
+    torch.testing.assert_close(w + b @ a, v.merged(w, blk), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["col", "row"])
+def test_col_and_row_have_no_exact_lora_factors(name):
+    """Their update W B + B depends on W: no factors that hold whatever the base."""
+    v = variants.get(name)
+    assert not v.exact_lora and v.lora_factors(torch.zeros(2, 4, 4), 8, 8) is None
+
+
+@SETTINGS
 @given(blocks, st.sampled_from(["col", "row", "shard"]))
 def test_unmerged_inverts_merged(shape, name):
     a, b, r, seed = shape

@@ -21,9 +21,22 @@ def test_deterministic_and_prefix_stable():
 
 def test_splits_are_disjoint_across_seeds():
     train = {r["question"] for s in (0, 1) for r in arith.generate(1500, seed=s)}
+    validation = {r["question"] for s in (0, 1) for r in arith.generate(300, seed=s, split="validation")}
     test = {r["question"] for s in (0, 1) for r in arith.generate(300, seed=s, split="test")}
-    assert len(test) > 300 and not train & test
+    assert len(test) > 300 and len(validation) > 300
+    assert not train & test and not train & validation and not validation & test
     assert all(arith.split_of(q) == "test" for q in test)
+    assert all(arith.split_of(q) == "validation" for q in validation)
+    assert all(arith.split_of(q) == "train" for q in train)
+
+
+def test_bundled_splits_are_large_enough_for_a_comparison():
+    from bone.data import load_records
+
+    test = load_records("bundled:arith", split="test")
+    validation = load_records("bundled:arith", split="validation")
+    assert len(test) >= 300 and len({r["question"] for r in test}) == len(test)  # +-0.05 at 95% needs ~300
+    assert len(validation) >= 300 and not {r["question"] for r in test} & {r["question"] for r in validation}
 
 
 def test_questions_are_distinct_and_every_answer_is_right():

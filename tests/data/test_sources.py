@@ -34,7 +34,7 @@ def test_bundled_arith_splits_and_limit():
     assert len(train) == len(test) == 20
     assert not {r["question"] for r in train} & {r["question"] for r in test}
     with pytest.raises(DataError, match="splits"):
-        load_records("bundled:arith", split="validation")
+        load_records("bundled:arith", split="dev")
     with pytest.raises(DataError, match="unknown bundled dataset"):
         load_records("bundled:gsm8k")
 

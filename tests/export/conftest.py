@@ -20,11 +20,12 @@ def bf16_dir(tmp_path_factory):
     return tiny.make_model_dir(tmp_path_factory.mktemp("bf16"), dtype=torch.bfloat16)
 
 
-def make_adapter(model_dir: Path, out: Path, variant: str = "col", r: int = 8, std: float = 0.05) -> Path:
-    """A bone.save directory with random (non-zero) blocks on every default target of the model."""
+def make_adapter(model_dir: Path, out: Path, variant: str = "col", r: int = 8, std: float = 0.05, **cfg) -> Path:
+    """A bone.save directory with random (non-zero) blocks on every default target of the model
+    (cfg: further BoneConfig fields, e.g. mini_r)."""
     import bone
 
-    model = bone.apply(bone.load_model(model_dir, dtype=torch.float32), bone.BoneConfig(r=r, variant=variant))
+    model = bone.apply(bone.load_model(model_dir, dtype=torch.float32), bone.BoneConfig(r=r, variant=variant, **cfg))
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for _, layer in bone.bone_layers(model):

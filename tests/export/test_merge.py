@@ -89,8 +89,11 @@ def test_missing_inputs_are_clear_errors(sharded_dir, adapter_for, tmp_path):
     adapter = adapter_for(sharded_dir, tmp_path / "adapter")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         merge(tmp_path / "nope", adapter, tmp_path / "m")
-    with pytest.raises(FileNotFoundError, match="not a folder"):
+    with pytest.raises(FileNotFoundError, match="--adapter .*nope does not exist"):
         merge(sharded_dir, tmp_path / "nope", tmp_path / "m")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="notes.txt is a file no method reads: pass the adapter folder"):
+        merge(sharded_dir, tmp_path / "notes.txt", tmp_path / "m")
     bins = tmp_path / "bin-only"
     bins.mkdir()
     (bins / "config.json").write_text((sharded_dir / "config.json").read_text())
@@ -159,3 +162,24 @@ def test_embedded_model_name_is_a_base(adapter_for, tmp_path):
     lines = []
     out = merge("smollm2-135m", adapter, tmp_path / "merged", log=lines.append)
     assert (out / "config.json").is_file() and any("probe check" in ln for ln in lines)
+
+
+def test_trained_parts_are_copied_into_the_merged_folder(bf16_dir, tmp_path):
+    """Parts (here the norms and the head, trained in fp32) replace the stored tensors, in the stored dtype."""
+    model = bone.apply(bone.load_model(bf16_dir, dtype=torch.float32),
+                       bone.BoneConfig(r=8, variant="shard", train_parts=["norm", "lm_head"]))
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in bone.trainable_parameters(model):
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    adapter = bone.save(model, tmp_path / "adapter")
+    lines = []
+    out = merge(bf16_dir, adapter, tmp_path / "merged", log=lines.append)
+    assert any("probe check" in ln for ln in lines)
+    base, merged, saved = tensors(bf16_dir), tensors(out), bone.read(adapter)
+    assert set(saved.parts) == set(bone.parts.names(model)) and len(saved.parts) == 6
+    for name, value in saved.parts.items():
+        assert merged[name].dtype == torch.bfloat16 and torch.equal(merged[name], value.to(torch.bfloat16))
+    want = bone.merge_state_dict(base, saved.cfg, saved.blocks, saved.transposed, parts=saved.parts)
+    assert want.keys() == merged.keys() and all(torch.equal(want[k], merged[k]) for k in want)
+    assert sum(not torch.equal(base[k], merged[k]) for k in base) == 14 + 6

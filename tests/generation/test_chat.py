@@ -40,8 +40,13 @@ def test_llama_chat_equals_regenerating_the_rendered_history(llama, tokenizer, f
         assert read == len(history) - reply.cached_tokens + len(reply.token_ids) - 1
         if i:  # the rendered earlier turns come from the cache: at least the previous turn's prompt
             assert reply.cached_tokens >= len(fmt.prompt_ids(session.messages[:-3]))
-    assert session.messages[0] == {"role": "system", "content": "Be brief."}
-    assert [session.last.finish_reason, len(session.messages)] == ["length", 7]
+        stops = set(llama.generation_config.eos_token_id)  # a reply's token_ids end with the stop token that ended it
+        if reply.finish_reason == "eos":
+            assert reply.token_ids[-1] in stops and not set(reply.token_ids[:-1]) & stops
+        else:
+            assert reply.finish_reason == "length" and len(reply.token_ids) == GREEDY.max_new_tokens
+            assert not set(reply.token_ids) & stops
+    assert session.messages[0] == {"role": "system", "content": "Be brief."} and len(session.messages) == 7
 
 
 @pytest.mark.parametrize("template", ["alpaca", "chat"])

@@ -26,7 +26,7 @@ def test_parse_accepts_names_and_configs():
     (("int4",), r"quantize='int4' is not a quantization bone knows; choose one of \['fp4', 'int8', 'nf4'\]"),
     ((4,), r"quantize must be one of"),
     ((None, "bfloat16"), r"compute_dtype applies to quantized loading only"),
-    (("nf4", torch.float64), r"compute_dtype=torch.float64; use one of"),
+    (("nf4", torch.float64), r"compute_dtype='float64'; use one of"),
     (("nf4", "half"), r"compute_dtype='half'; use one of"),
 ])
 def test_bad_values_fail_in_one_line(args, match):

@@ -2,7 +2,9 @@
 (`fully_shard`, gloo) when launched by torchrun with 2+ processes, plain otherwise; save a
 checkpoint (adapter + optimizer) through bone.train.sharded; optionally resume from one first.
 
-    python fsdp_worker.py MODEL_DIR OUT_DIR --steps 4 [--first 2 --resume CKPT_DIR]
+    python fsdp_worker.py MODEL_DIR OUT_DIR --steps 4 [--first 2 --resume CKPT_DIR] [--parts norm --parts-lr 3e-4]
+
+With --parts, bone.train_parts are trained too, in their own AdamW group (as bone train's optim.parts_lr).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from bone import BoneConfig, apply, trainable_parameters
+from bone import BoneConfig, apply, parts, trainable_parameters
 from bone.data import collate, load_records, to_examples, tokenize_examples
 from bone.loss import next_token_loss, supervised_tokens
 from bone.methods import get
@@ -32,6 +34,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, required=True)
     ap.add_argument("--first", type=int, default=0)
     ap.add_argument("--resume", type=Path)
+    ap.add_argument("--parts", nargs="*", default=None)
+    ap.add_argument("--parts-lr", type=float, default=3e-4)
     a = ap.parse_args()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
@@ -39,7 +43,7 @@ def main() -> None:
     rank = dist.get_rank() if world > 1 else 0
     torch.manual_seed(0)
     tok = load_tokenizer(a.model_dir)
-    model = apply(load_model(a.model_dir, dtype=torch.float32), BoneConfig(r=8, variant="col"))
+    model = apply(load_model(a.model_dir, dtype=torch.float32), BoneConfig(r=8, variant="col", train_parts=a.parts))
     method = get("bone")  # what bone train's checkpoints call: trainable names, save, read_trained
     model.train()
     if world > 1:
@@ -49,7 +53,12 @@ def main() -> None:
             fully_shard(layer)
         fully_shard(model)
         assert sharded.is_sharded(model, method), "fully_shard left the adapter blocks unsharded"
-    opt = torch.optim.AdamW(trainable_parameters(model), lr=1e-3, weight_decay=0.0)
+    named, part_names = method.trainable(model), set(parts.names(model))
+    groups = [{"params": [p for n, p in named if n not in part_names], "lr": 1e-3, "names": [n for n, _ in named if n not in part_names]}]
+    if part_names:  # the trainer's layout: blocks, then parts, each group naming its parameters
+        groups.append({"params": [p for n, p in named if n in part_names], "lr": a.parts_lr,
+                       "names": [n for n, _ in named if n in part_names]})
+    opt = torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.0)
     if a.resume is not None:
         sharded.load_trained(model, method, a.resume / "adapter")
         sharded.load_optimizer_state(model, method, opt, torch.load(a.resume / "optimizer.pt", weights_only=True))

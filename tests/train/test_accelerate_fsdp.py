@@ -94,3 +94,12 @@ def test_accelerate_fsdp2_launch_resumed_matches_one_process(model_dir, tmp_path
     assert json.loads((c2 / "state.json").read_text())["world_size"] == 2
     for name in ("adapter_config.json", "bone_config.json"):
         assert (c1 / "adapter" / name).read_text() == (c2 / "adapter" / name).read_text()
+
+
+@pytest.mark.integration
+def test_fsdp2_processes_stop_together_at_a_non_finite_step(model_dir, tmp_path, divergence):
+    run = tmp_path / "run"
+    launch = ["-m", "accelerate.commands.launch", "--config_file", fsdp2_config(tmp_path / "fsdp2.yaml"), SHIM, "train",
+              *overrides(model_dir, run, **divergence.overrides)]
+    r = subprocess.run([sys.executable, *map(str, launch)], env=ENV, capture_output=True, text=True, timeout=300)
+    divergence.check(r, run)

@@ -18,7 +18,7 @@ from bone.train import load_config
 
 ROOT = Path(__file__).parents[2]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
-TRAIN_CONFIGS = [p for p in CONFIGS if "accelerate" not in p.name]
+TRAIN_CONFIGS = [p for p in CONFIGS if "accelerate" not in p.name and not p.name.startswith("compare-")]  # compare-*: tests/compare
 LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -49,6 +49,12 @@ CLAIMS = [
     (r"(?:max length|ctx) (\d+)", lambda c, m, n: c.data.max_length == int(m[1])),
     (r"gradient checkpointing", lambda c, m, n: c.model.gradient_checkpointing),
     (r"\bbf16\b", lambda c, m, n: c.schedule.precision == "bf16"),
+    (r"trained parts (\w+) \+ (\w+)", lambda c, m, n: sorted(c.bone.train_parts) == sorted([m[1], m[2]])),
+    (r"betas ([\d.]+)/([\d.]+)", lambda c, m, n: (c.optim.beta1, c.optim.beta2) == (float(m[1]), float(m[2]))),
+    (r"\beps (\d[\d.e-]*)", lambda c, m, n: c.optim.eps == float(m[1])),
+    (r"no weight decay", lambda c, m, n: c.optim.weight_decay == 0),
+    (r"gradient clipping ([\d.]+)", lambda c, m, n: c.optim.max_grad_norm == float(m[1])),
+    (r"micro-batch (\d+)", lambda c, m, n: c.schedule.batch_size == int(m[1])),
     (r"\b(\d+) epochs?\b", lambda c, m, n: c.schedule.epochs == int(m[1]) and c.schedule.max_steps is None),
     (r"\b(\d+) steps\b", lambda c, m, n: c.schedule.max_steps == int(m[1])),
     (r"SmolLM2-135M", lambda c, m, n: c.model.path == "smollm2-135m"),

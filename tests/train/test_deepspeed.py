@@ -113,3 +113,38 @@ def module_order(model_dir: Path, run: Path) -> list[str]:
 
     _, blocks, _ = bone.read_adapter(run / "adapter")
     return [n for n, _ in AutoModelForCausalLM.from_pretrained(model_dir).named_modules() if n in blocks]
+
+
+@pytest.mark.integration
+def test_zero3_processes_stop_together_at_a_non_finite_step(model_dir, tmp_path, divergence):
+    """ZeRO-3 applies the update inside backward (it does not check it in fp32): bone's all-reduced loss
+    still stops both processes before the step is saved."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launch_config(tmp_path, 3)),
+           "-m", "bone", "train", *map(str, overrides(model_dir, run, **divergence.overrides))]
+    divergence.check(subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600), run)
+
+
+@pytest.mark.integration
+def test_zero3_trains_parts_in_their_own_group_like_one_process(model_dir, tmp_path):
+    """bone.train_parts (the layer norms, partitioned by ZeRO-3 like the blocks) at optim.parts_lr: a
+    stopped and resumed 2-process run ends where 1 process ends, with the single-process layout."""
+    parts = {**COMMON, "bone.train_parts": "[norm]", "optim.parts_lr": 3e-4}
+    one, z, zero3 = tmp_path / "one", tmp_path / "z3", launch_config(tmp_path, 3)
+    bone_train(*overrides(model_dir, one, **parts, **{"schedule.batch_size": 4}))
+    split = {**parts, "schedule.batch_size": 1, "schedule.grad_accum": 2}
+    bone_train(*overrides(model_dir, z, **split), "--stop-at", 2, accelerate_config=zero3)
+    out = bone_train(*overrides(model_dir, z, **split), "--resume", accelerate_config=zero3)
+    assert "+ parts ['norm']" in out and "DeepSpeed ZeRO-3" in out
+    same_steps(one, z)
+    diff = max_diff(one, z)  # blocks and the modules_to_save norms
+    print(f"ZeRO-3 with trained parts, stopped and resumed, vs 1 process: adapter max |diff| = {diff:.2e}")
+    assert diff < 1e-5 and sum(k.endswith("norm.weight") for k in load_file(z / BLOCKS)) == 5
+    ours, ref = (torch.load(d / "checkpoints" / "step-000004" / "optimizer.pt", weights_only=True) for d in (z, one))
+    assert [g["params"] for g in ours["param_groups"]] == [g["names"] for g in ref["param_groups"]]
+    assert [g["lr"] for g in ours["param_groups"]] == pytest.approx([g["lr"] for g in ref["param_groups"]])
+    names = [n for g in ref["param_groups"] for n in g["names"]]
+    by_name = dict(zip(names, (ref["state"][i] for g in ref["param_groups"] for i in g["params"])))
+    for name, s in ours["state"].items():
+        for k in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(s[k], by_name[name][k], rtol=1e-4, atol=1e-9)

@@ -69,3 +69,31 @@ def test_signal_saves_a_checkpoint_and_resume_finishes(model_dir, tmp_path, sig,
     assert f"resuming at step {step}" in done.stdout
     rows = [json.loads(ln)["step"] for ln in metrics.read_text().splitlines()]
     assert rows == list(range(1, 41)) and (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.integration
+def test_two_processes_stop_together_at_a_non_finite_step(model_dir, tmp_path, divergence):
+    run = tmp_path / "run"
+    r = bone_train(*overrides(model_dir, run, **divergence.overrides),
+                   launcher=("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"))
+    divergence.check(r, run)
+
+
+@pytest.mark.integration
+def test_a_full_disk_stops_every_process_with_one_line(model_dir, small_disk):
+    """The checkpoint of step 4 fails on a full disk: no process is left waiting for the others, the main
+    process names the file once, the checkpoint of step 2 is intact and no temporary is left."""
+    disk = small_disk(768)
+    run = disk.path / "run"
+    torchrun = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2")
+    args = overrides(model_dir, run, **{"schedule.batch_size": 2})
+    first = bone_train(*args, "--stop-at", 2, launcher=torchrun)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = {p: p.read_bytes() for p in (run / "checkpoints").rglob("*") if p.is_file()}
+    disk.fill(leave=8 << 10)
+    r = bone_train(*args, "--resume", launcher=torchrun)
+    lines = [ln for ln in r.stderr.splitlines() if "bone train: error:" in ln]
+    assert r.returncode != 0 and len(lines) == 1, r.stderr[-3000:]
+    assert lines[0].startswith(f"bone train: error: No space left on device: '{run / 'checkpoints' / 'step-000004'}/")
+    assert {p: p.read_bytes() for p in (run / "checkpoints").rglob("*") if p.is_file()} == before
+    assert not [p for p in disk.path.rglob(".*") if ".tmp-" in p.name]

@@ -68,3 +68,30 @@ def test_checkpoints_resume_across_fsdp_and_single_process(model_dir, tmp_path):
     for run in ("to_fsdp", "to_one"):
         got = load_file(tmp_path / run / "adapter" / "adapter_model.safetensors")
         assert max((ref[k] - got[k]).abs().max().item() for k in ref) < 1e-5, run
+
+
+@pytest.mark.integration
+def test_fsdp_gathers_and_scatters_trained_parts(model_dir, tmp_path):
+    """Trained parts (the layer norms, sharded by FSDP2 like every parameter) in their own AdamW group:
+    2 processes, interrupted and resumed, end where 1 process ends; the saved parts are whole."""
+    parts = ("--parts", "norm")
+    one = worker(model_dir, tmp_path / "one", "--steps", 4, *parts)
+    worker(model_dir, tmp_path / "two", "--steps", 2, *parts, launcher=TORCHRUN)
+    rest = worker(model_dir, tmp_path / "two4", "--steps", 4, "--first", 2, "--resume", tmp_path / "two", *parts,
+                  launcher=TORCHRUN)
+    assert grad_norms(rest) == pytest.approx(grad_norms(one)[2:], rel=1e-5)
+    a = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "two4" / "adapter" / "adapter_model.safetensors")
+    norms = [k for k in a if k.endswith("norm.weight")]
+    assert len(norms) == 5 and a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
+    base = load_file(model_dir / "model.safetensors")
+    assert all(not torch.equal(a[k], base[k.removeprefix("base_model.model.")]) for k in norms)  # trained
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    o1 = torch.load(tmp_path / "one" / "optimizer.pt", weights_only=True)
+    o2 = torch.load(tmp_path / "two4" / "optimizer.pt", weights_only=True)
+    assert [g["lr"] for g in o2["param_groups"]] == [1e-3, 3e-4]
+    assert sorted(o2["param_groups"][1]["names"]) == sorted(k.removeprefix("base_model.model.") for k in norms)
+    s1 = dict(zip([n for g in o1["param_groups"] for n in g["names"]], [o1["state"][i] for g in o1["param_groups"] for i in g["params"]]))
+    for name, s2 in o2["state"].items():
+        for m in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(s2[m], s1[name][m], rtol=1e-4, atol=1e-5 * s1[name][m].abs().max().item())

@@ -65,3 +65,40 @@ def test_deepspeed_config_gets_bone_batch_accumulation_and_clipping(cfg):
     ds = plugin.deepspeed_config
     assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["train_batch_size"], ds["gradient_clipping"]) == (3, 5, 60, 0.5)
     assert ds["zero_allow_untested_optimizer"] is True
+
+
+def test_skipping_non_finite_steps_is_refused_under_deepspeed(cfg):
+    """DeepSpeed's engine applies the update inside backward, before bone sees the loss: it cannot skip."""
+    plugin = DeepSpeedPlugin(zero_stage=2)
+    with pytest.raises(ValueError, match=r"optim.skip_nonfinite needs bone to look at the loss and gradients before the "
+                                         r"update, but DeepSpeed's engine applies it inside backward: set optim.skip_nonfinite=0"):
+        check_launch(accelerator(DistributedType.DEEPSPEED, deepspeed=plugin), cfg(**{"optim.skip_nonfinite": 2}))
+    check_launch(accelerator(DistributedType.MULTI_CPU), cfg(**{"optim.skip_nonfinite": 2}))
+
+
+QUIET_RUN = """
+import sys
+from bone.cli import main
+code = main(sys.argv[1:])
+print("deepspeed imported:", "deepspeed" in sys.modules)
+sys.exit(code)
+"""
+
+
+def test_a_run_without_deepspeed_does_not_import_it(model_dir, tmp_path):
+    """Importing deepspeed prints "Setting accelerator to CPU" on machines without a GPU; a run that does not
+    use it must not import it (Accelerate's unwrap_model would: bone uses launch.unwrap)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import tiny
+
+    pytest.importorskip("deepspeed")  # installed here: the run must still leave it alone
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src"), "CUDA_VISIBLE_DEVICES": ""}
+    args = tiny.overrides(model_dir, tmp_path / "run", **{"schedule.max_steps": 2})
+    r = subprocess.run([sys.executable, "-c", QUIET_RUN, "train", *map(str, args)], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "deepspeed imported: False" in r.stdout and "Setting accelerator" not in r.stdout + r.stderr

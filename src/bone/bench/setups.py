@@ -88,9 +88,10 @@ class Bone(Setup):
         self.about = f"bone {variant}, {how}" + (", merged weight kept for backward (keep_merged=True)" if keep_merged else "")
 
     def adapt(self, model, cfg):
+        from .. import variants
         from ..inject import apply
 
-        mini_r = cfg.mini_r if self.variant == "mini" else None
+        mini_r = cfg.mini_r if variants.get(self.variant).uses_mini_r else None
         return apply(model, BoneConfig(r=cfg.r, variant=self.variant, mini_r=mini_r, target_modules=targets(),
                                        fused=self.fused, keep_merged=self.keep_merged))
 

@@ -1,4 +1,4 @@
-"""The `bone` command: one module per command (train, eval, merge, export, bench), each with its own
+"""The `bone` command: one module per command (train, eval, merge, export, generate, chat, bench, compare), each with its own
 argument parser (`parse(argv)`) and its work (`run(args)`); this module dispatches and reports errors.
 
 Errors a user can fix print one line, `bone <command>: error: ...`, and exit with status 1: every
@@ -16,10 +16,11 @@ import errno
 import sys
 import traceback
 
-from . import bench, export, merge, train
+from . import bench, chat, compare, export, generate, merge, train
 from . import eval as eval_command
 
-COMMANDS = {"train": train, "eval": eval_command, "merge": merge, "export": export, "bench": bench}
+COMMANDS = {"train": train, "eval": eval_command, "merge": merge, "export": export, "generate": generate, "chat": chat,
+            "bench": bench, "compare": compare}
 
 OS_HINTS = {  # errno a user causes -> what to do (after the OS's own words and the path)
     errno.ENOSPC: "free some space, or write somewhere else", errno.EDQUOT: "free some space, or write somewhere else",
@@ -35,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bone", usage="bone [--traceback] <command> [options]", allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Bone (Block-Affine / DiSHA / MiSS) fine-tuning: train, evaluate, merge and export adapters.",
+        description="Bone (Block-Affine / DiSHA / MiSS) fine-tuning: train, evaluate, merge and export adapters; "
+                    "generate and chat with them.",
         epilog=f"commands:\n{listing}\n\nRun `bone <command> --help` for the options of each command.")
     p.add_argument("--traceback", action="store_true", help="on an error, also print its full traceback")
     p.add_argument("command", choices=list(COMMANDS), metavar="<command>", help=", ".join(COMMANDS))

@@ -13,3 +13,18 @@ def new_parser(prog: str, **kwargs) -> argparse.ArgumentParser:
                                 **kwargs)
     p.add_argument("--traceback", action="store_true", help=TRACEBACK_HELP)
     return p
+
+
+def at_least(low: int):
+    """An argparse type: an int >= `low` (anything else is a usage error naming the option)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"int >= {low}"
+    return parse

@@ -15,7 +15,7 @@ OOM_HINT = "The export loads the base model: try --no-check where the target has
 
 
 def add_common(p: argparse.ArgumentParser, *, base_required: bool) -> None:
-    p.add_argument("--adapter", required=True, help="adapter folder (bone train's <output_dir>/adapter)")
+    p.add_argument("--adapter", required=True, help="adapter folder (bone train's <output_dir>/adapter) or RWKV-PEFT .pth checkpoint")
     p.add_argument("--out", required=True, help="what to write (a new folder or file, depending on the target)")
     p.add_argument("--base", required=base_required,
                    help="the base model the adapter was trained on: HF folder, RWKV .pth, or smollm2-135m")
@@ -53,11 +53,11 @@ def write(target, args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..errors import ConfigError
-    from ..io import is_adapter_dir, read_adapter
+    from ..io import is_adapter, read
 
     adapter = Path(args.adapter)
-    if is_adapter_dir(adapter):  # anything else: the target says what is wrong with it
-        why = target.check(read_adapter(adapter)[0])
+    if is_adapter(adapter):  # anything else: the target says what is wrong with it
+        why = target.check(read(adapter).cfg)
         if why is not None:
             raise ConfigError(why)
     target.export(adapter, Path(args.out), base=Path(args.base) if args.base else None, options=args,

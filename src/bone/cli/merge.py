@@ -14,8 +14,10 @@ OOM_HINT = "Merging streams one shard at a time, but the check loads the model t
 def parser() -> argparse.ArgumentParser:
     from ..export import TARGETS
 
-    p = new_parser("bone merge", description="Fold a Bone adapter into its base model (HF folder or RWKV .pth), "
-                                             "streaming, checked. Same as `bone export --to merged`.")
+    p = new_parser("bone merge", description="Fold an adapter into its base model (HF folder or RWKV .pth), checked on a "
+                                             "probe batch. Bone adapters stream shard by shard; LoRA / PiSSA / DoRA / full "
+                                             "results (bone train method=...) load the base once. Same as "
+                                             "`bone export --to merged`.")
     export.add_common(p, base_required=True)
     TARGETS["merged"].add_arguments(p)
     return p

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import new_parser
+from .common import at_least, new_parser
 
 ABOUT = "fine-tune with a Bone adapter (resumable, multi-GPU)"
 USAGE = "bone train CONFIG.yaml [section.key=value ...]"
@@ -30,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
                    help="continue from the newest checkpoint of output_dir (or of DIR: a run folder or a "
                         "checkpoints/step-N folder); without CONFIG, the checkpoint's config is used")
     p.add_argument("--overwrite", action="store_true", help="delete an existing output_dir (a previous bone run) and start afresh")
-    p.add_argument("--stop-at", type=int, metavar="STEP", help="stop after optimizer step STEP with a checkpoint (as SIGINT/SIGTERM do)")
+    p.add_argument("--stop-at", type=at_least(1), metavar="STEP", help="stop after optimizer step STEP with a checkpoint (as SIGINT/SIGTERM do)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as commented YAML and exit")
     return p
 
@@ -72,6 +72,11 @@ def run(args: argparse.Namespace) -> int:
     from ..train.trainer import Trainer
 
     trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite).setup()
-    code = trainer.run(stop_at=args.stop_at)
+    try:
+        code = trainer.run(stop_at=args.stop_at)
+    except Exception as err:
+        if trainer.is_main or not getattr(err, "raised_everywhere", False):
+            raise
+        return 1  # every process stopped on this error (a non-finite step, a failed write): the main process reports it
     leave_gloo(trainer.acc, code)  # returns unless this is one of several CPU (gloo) processes
     return code

@@ -6,8 +6,10 @@ answer "7 + 5 = 12\\n#### 12". Problems take one or two steps (+, -, *, /) on sm
 so a 135M model can pick up the format and the arithmetic in a few CPU minutes.
 
 Splits: a problem belongs to "test" when a hash of its question text falls in the test bucket
-(1 in 5), else to "train"; the two splits are therefore disjoint for every seed. Generation is
-sequential, so `generate(n)` is a prefix of `generate(m)` for n < m.
+(1 in 5), to "validation" when it falls in the validation bucket (1 in 8 of the rest), else to
+"train"; the three splits are therefore disjoint for every seed (the validation split is what
+`bone compare` picks learning rates on, never the test split). Generation is sequential, so
+`generate(n)` is a prefix of `generate(m)` for n < m.
 """
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ import hashlib
 import random
 from ..errors import ConfigError, DataError
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "validation", "test")
 TEST_BUCKET = 5  # a question is in the test split when its hash % TEST_BUCKET == 0
+VALIDATION_BUCKET = 8  # else in the validation split when (hash // TEST_BUCKET) % VALIDATION_BUCKET == 0
 
 NAMES = ("Mia", "Tom", "Ava", "Leo", "Sara", "Ben", "Lily", "Omar", "Nina", "Jack",
          "Emma", "Ravi", "Zoe", "Sam", "Ana", "Max", "Ella", "Kai", "Ruth", "Ivan")
@@ -85,11 +88,13 @@ def _solve(steps) -> tuple[str, int]:
 def split_of(question: str) -> str:
     """The split a question belongs to (a fixed function of its text)."""
     h = int.from_bytes(hashlib.sha256(question.encode()).digest()[:8], "big")
-    return "test" if h % TEST_BUCKET == 0 else "train"
+    if h % TEST_BUCKET == 0:
+        return "test"
+    return "validation" if (h // TEST_BUCKET) % VALIDATION_BUCKET == 0 else "train"
 
 
 def generate(n: int, *, seed: int = 0, split: str = "train") -> list[dict]:
-    """`n` distinct problems of `split` ("train" or "test"), deterministic in (seed, split).
+    """`n` distinct problems of `split` ("train", "validation" or "test"), deterministic in (seed, split).
 
     Returns [{"question": str, "answer": "a op b = c\\n...\\n#### N"}] * n."""
     if split not in SPLITS:

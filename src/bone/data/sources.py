@@ -15,7 +15,7 @@ from ..models.hub import looks_like_hub_name, require_hub
 
 FORMATS = (".jsonl", ".json", ".csv", ".parquet")  # local file types load_records reads
 BUNDLED = {"arith"}  # names usable as "bundled:<name>"
-BUNDLED_SIZES = {"train": 5000, "test": 500}  # rows of "bundled:arith" when no limit is given
+BUNDLED_SIZES = {"train": 5000, "validation": 500, "test": 1000}  # rows of "bundled:arith" when no limit is given
 
 
 def _is_empty(value) -> bool:
@@ -114,7 +114,7 @@ def load_records(source: str, *, split: str = "train", limit: int | None = None)
     """Records (dicts) from `source`, first `limit` of them when given.
 
     source: a local .jsonl / .json (a list, or {"data": [...]}) / .csv / .parquet file;
-    "bundled:arith" (the deterministic arithmetic generator; split "train" or "test");
+    "bundled:arith" (the deterministic arithmetic generator; split "train", "validation" or "test");
     or a Hugging Face Hub dataset "org/name[:config]" (online only; offline fails at once)."""
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be a positive number of records, got {limit}")

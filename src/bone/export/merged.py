@@ -1,7 +1,9 @@
 """The `merged` target (`bone merge`): fold an adapter into its base model's files, checked.
 
-The family of the base (`bone.models.family`) writes the merged files: Hugging Face folders are
-streamed shard by shard, RWKV `.pth` files go through `merge_pth`. The result is written under a
+The method that owns the adapter folder (`bone.methods.owner`) says how it merges: a Bone adapter
+is handed to the base's family (`bone.models.family`), which streams Hugging Face folders shard by
+shard and RWKV `.pth` files through `merge_pth`; a baseline (LoRA, PiSSA, DoRA, full) is loaded
+onto the base, folded by its method and written by the family. The result is written under a
 temporary name, compared with base + adapter on a probe batch, and only then renamed to `out`.
 
 An adapter trained on a quantized base (`quantize`, as it was loaded for training) merges either
@@ -35,7 +37,8 @@ def probe_ids(vocab_size: int) -> torch.Tensor:
     return torch.randint(0, vocab_size, PROBE_SHAPE, generator=g)
 
 
-def _logits(model, ids: torch.Tensor) -> torch.Tensor:
+def probe_logits(model, ids: torch.Tensor) -> torch.Tensor:
+    """The float32 logits of `model` (put in eval mode) on `ids`, without gradients."""
     import torch
 
     model.eval()
@@ -52,17 +55,17 @@ def probe_difference(base: Path, adapter: Path, merged: Path, quantize=None, deq
     activations). The two models are loaded one after the other, never together."""
     import torch
 
-    from ..io import load
+    from ..methods import owner
     from ..models import load_model
     from ..quant.convert import dequantize
 
-    model = load(load_model(base, dtype=torch.float32, quantize=quantize), adapter)
+    model = owner(adapter).load(load_model(base, dtype=torch.float32, quantize=quantize), adapter)
     if dequantized:
         dequantize(model)
     ids = probe_ids(model.config.vocab_size)
-    want = _logits(model, ids)
+    want = probe_logits(model, ids)
     del model
-    got = _logits(load_model(merged, dtype=torch.float32), ids)
+    got = probe_logits(load_model(merged, dtype=torch.float32), ids)
     return (got - want).abs().max().item(), want.abs().max().item()
 
 
@@ -81,19 +84,16 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _write_dequantized(family, base: Path, adapter: Path, dest: Path, quant) -> str:
+def _write_dequantized(family, base: Path, adapter: Path, dest: Path, quant, method) -> str:
     """base loaded with `quant` + adapter, dequantized and merged, written to `dest` in base's format."""
     import torch
 
-    from .. import merge as merge_model
-    from ..inject import unload
-    from ..io import load
     from ..models import load_model
     from ..quant.convert import dequantize
 
-    model = load(load_model(base, dtype=torch.float32, quantize=quant), adapter)
+    model = method.load(load_model(base, dtype=torch.float32, quantize=quant), adapter)
     dequantize(model)
-    family.save_model(unload(merge_model(model)), base, dest)
+    family.save_model(method.merged(model), base, dest)
     return f"merged {adapter} into the {quant.method}-dequantized weights of {base}"
 
 
@@ -115,10 +115,12 @@ def _check(base: Path, adapter: Path, tmp: Path, family, quant, dequantized: boo
 
 def merge(base: str | Path, adapter: str | Path, out: str | Path, *, overwrite: bool = False, check: bool = True,
           log=print, quantize=None, dequantized: bool = False) -> Path:
-    """Merge `adapter` into `base` and write `out` (HF folder or `.pth`); returns `out`.
+    """Merge `adapter` (a folder of any method, or an RWKV-PEFT `.pth`) into `base` and write `out`
+    (HF folder or `.pth`); returns `out`.
 
     quantize: how the adapter's training loaded the base ("nf4", "fp4", "int8", a QuantConfig or None).
     dequantized: merge into the dequantized weights the adapter was trained against (needs quantize)."""
+    from ..methods import owner
     from ..models import family_of, resolve
     from ..quant.config import parse
 
@@ -135,8 +137,11 @@ def merge(base: str | Path, adapter: str | Path, out: str | Path, *, overwrite: 
     if not base.exists():
         raise MissingPathError(f"--base {base} does not exist (a Hugging Face model folder, an RWKV .pth file "
                                f"or an embedded name such as smollm2-135m)")
-    if not adapter.is_dir():
-        raise MissingPathError(f"--adapter {adapter} is not a folder (pass the adapter/ folder that bone train wrote)")
+    if not adapter.exists():
+        raise MissingPathError(f"--adapter {adapter} does not exist (pass the adapter/ folder that bone train wrote, "
+                               f"or an RWKV-PEFT .pth checkpoint)")
+    method = owner(adapter)  # one line for a path that holds no adapter of any method
+    method.require()
     family = family_of(base)
     family.check_merge(base, out)
     check_paths([base, adapter], out, overwrite)
@@ -149,9 +154,9 @@ def merge(base: str | Path, adapter: str | Path, out: str | Path, *, overwrite: 
     tmp = temp_sibling(out, "" if base.is_dir() else out.suffix)  # a file keeps its suffix: families go by it
     try:
         if dequantized:
-            log(_write_dequantized(family, base, adapter, tmp, quant))
+            log(_write_dequantized(family, base, adapter, tmp, quant, method))
         else:
-            log(family.merge_files(base, adapter, tmp))
+            log(method.export_merged(base, adapter, tmp))
         if check:
             _check(base, adapter, tmp, family, quant, dequantized, log)
         if tmp.is_dir():
@@ -171,6 +176,13 @@ class MergedTarget(ExportTarget):
 
     def add_arguments(self, parser):
         parser.add_argument("--no-check", action="store_true", help="skip the probe-batch comparison with base + adapter")
+        parser.add_argument("--quantize", choices=("nf4", "fp4", "int8"),
+                            help="the quantization the adapter was trained on (QBone): the merge also reports its "
+                                 "difference to that quantized base + adapter")
+        parser.add_argument("--dequantized", action="store_true",
+                            help="with --quantize: merge into the dequantized weights the adapter was trained against "
+                                 "(default: into the full-precision --base)")
 
     def export(self, adapter, out, *, base, options, overwrite, log):
-        return merge(base, adapter, out, overwrite=overwrite, check=not options.no_check, log=log)
+        return merge(base, adapter, out, overwrite=overwrite, check=not options.no_check, log=log,
+                     quantize=options.quantize, dequantized=options.dequantized)

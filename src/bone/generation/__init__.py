@@ -7,17 +7,26 @@ for Hugging Face models (KV cache) and RWKV (recurrent state), greedy or sampled
     chat = ChatSession(model, tokenizer, fmt, cfg)
     for piece in chat.send("Hello"): print(piece, end="", flush=True)
 
-Nothing here imports transformers or torch models until a model is given.
+The names below are imported on first use, so reading `GenerationConfig` (the command line's
+`--help`) does not import torch; nothing imports transformers or torch models until a model is given.
 """
-from .batch import Completion, generate, generate_ids
-from .chat import ChatSession
-from .config import GenerationConfig
-from .decoder import Decoder, decoder_for
-from .formats import AlpacaFormat, ChatTemplateFormat, PromptFormat, prompt_format, trained_template
-from .prompt_file import Prompt, read_prompt_file
-from .sampling import Sampler, filter_logits
-from .stream import TextStream
+from importlib import import_module
 
-__all__ = ["AlpacaFormat", "ChatSession", "ChatTemplateFormat", "Completion", "Decoder", "GenerationConfig",
-           "Prompt", "PromptFormat", "Sampler", "TextStream", "decoder_for", "filter_logits", "generate",
-           "generate_ids", "prompt_format", "read_prompt_file", "trained_template"]
+_WHERE = {
+    "Completion": "batch", "generate": "batch", "generate_ids": "batch", "ChatSession": "chat",
+    "GenerationConfig": "config", "Decoder": "decoder", "decoder_for": "decoder", "AlpacaFormat": "formats",
+    "ChatTemplateFormat": "formats", "PromptFormat": "formats", "prompt_format": "formats",
+    "trained_template": "formats", "Prompt": "prompt_file", "read_prompt_file": "prompt_file",
+    "Sampler": "sampling", "filter_logits": "sampling", "TextStream": "stream",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

@@ -121,10 +121,11 @@ class ShardFn(Function):
             db = s.t() @ gs
         if ctx.needs_input_grad[0] and ctx.merge:
             folded = zip(range(0, out, ctx.rows), kept) if kept else _merged_chunks(wr, _shard_t(block, out), ctx.rows)
+            gw = g2.to(wr.dtype)  # g is in the autocast dtype under autocast
             for o0, wp in folded:
-                gc = g2[:, o0:o0 + ctx.rows]
+                gc = gw[:, o0:o0 + ctx.rows]
                 dx = gc @ wp if dx is None else dx.addmm_(gc, wp)
-            dx = dx.view(x_shape)
+            dx = dx.to(x_dtype).view(x_shape)
         elif ctx.needs_input_grad[0]:
             ds = gs @ block.t()  # (T, r)
             dx = wr.grad_input(g2, ctx.rows)

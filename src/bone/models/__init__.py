@@ -59,6 +59,13 @@ def load_model(path: str | Path, dtype: torch.dtype | None = None, quantize=None
     return family_of(path).load_model(path, dtype, quant)
 
 
+def load_shapes(path: str | Path) -> nn.Module:
+    """The architecture and parameter shapes of `load_model(path)`, without reading its weights where the
+    family allows (Hugging Face: meta tensors), for counting parameters before any training."""
+    path = resolve(path)
+    return family_of(path).load_shapes(path)
+
+
 def load_tokenizer(path: str | Path):
     """The tokenizer that goes with `load_model(path)` (RWKV: the World tokenizer)."""
     path = resolve(path)

@@ -33,6 +33,11 @@ class Family:
     def load_tokenizer(self, path: Path | str):
         raise NotImplementedError
 
+    def load_shapes(self, path: Path | str) -> nn.Module:
+        """A model with the architecture and parameter shapes of `path`, for counting and target
+        resolution; its weights may be missing (meta tensors). By default the model itself."""
+        return self.load_model(path, None)
+
     def prepare(self, model: nn.Module, tokenizer) -> None:
         """Checks before training or evaluation (e.g. the tokenizer fits the embedding)."""
 
@@ -47,9 +52,18 @@ class Family:
         """Write base with the adapter merged to the new path `dest`; returns a summary line."""
         raise NotImplementedError
 
+    def check_save_model(self, base: Path) -> None:
+        """Refuse (before any work) `save_model` for this base: by default the family writes only
+        merged adapters (`merge_files`), not whole models."""
+        from ..errors import ModelError
+
+        raise ModelError(f"{base} is a {self.name} model: bone writes merged models of this family only for Bone "
+                         f"adapters (whole models are written for Hugging Face folders)")
+
     def save_model(self, model: nn.Module, base: Path, dest: Path) -> None:
-        """Write an in-memory plain model (no adapters, nothing quantized) to the new path `dest`
-        in `base`'s file format and floating dtypes (e.g. a merge into dequantized weights)."""
+        """Write an in-memory plain model (no adapters, nothing quantized; the base at `base` with new
+        weights, e.g. a merge into dequantized weights or a full fine-tune) to the new path `dest` in
+        `base`'s file format and floating dtypes, with the base's other files (tokenizer, ...)."""
         raise NotImplementedError
 
     def stored_dtypes(self, base: Path) -> set[torch.dtype]:

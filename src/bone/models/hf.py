@@ -19,7 +19,7 @@ from safetensors import safe_open
 
 from ..errors import AdapterError, ConfigError, MissingPathError, ModelError
 from ..fs import save_safetensors
-from ..io import read_adapter
+from ..io import read
 from ..merging import merge_state_dict
 from .family import Family
 from .hub import looks_like_hub_name, require_hub
@@ -52,13 +52,15 @@ def module_of(key: str) -> str | None:
 
 
 def merge_folder(base: Path, adapter: Path, dest: Path) -> dict:
-    """Write the merged model into the new folder `dest`; returns {"merged": n, "tensors": n, "shards": n}."""
-    cfg, blocks, transposed = read_adapter(adapter)
+    """Write the merged model into the new folder `dest`; returns {"merged": n, "tensors": n, "shards": n}.
+    Trained parts (bone.parts) replace the stored tensors of the same name."""
+    cfg, blocks, transposed, parts = read(adapter)
     files = shard_files(base)
-    located = {}
+    located, stored = {}, set()
     for f in files:
         with safe_open(base / f, framework="pt") as fh:
             for key in fh.keys():
+                stored.add(key)
                 name = module_of(key)
                 if name in blocks:
                     located[name] = f
@@ -68,6 +70,10 @@ def merge_folder(base: Path, adapter: Path, dest: Path) -> dict:
             f"the adapter adapts {len(missing)} module(s) with no '<module>.weight' in {base}, e.g. {missing[:3]}: "
             f"the adapter was trained on a different base model"
         )
+    absent = sorted(set(parts) - stored)
+    if absent:
+        raise AdapterError(f"the adapter trains part(s) {absent[:3]} that {base} does not store (tied to another "
+                           f"weight, or a different base model): bone merge cannot write them")
     dest.mkdir(parents=True)
     n_tensors = 0
     for f in files:
@@ -77,16 +83,23 @@ def merge_folder(base: Path, adapter: Path, dest: Path) -> dict:
             for key in fh.keys():
                 t = fh.get_tensor(key)
                 name = module_of(key)
-                if name in blocks:
-                    t = merge_state_dict({key: t}, cfg, {name: blocks[name]}, transposed & {name})[key]
+                if name in blocks or key in parts:
+                    mine = {name: blocks[name]} if name in blocks else {}
+                    t = merge_state_dict({key: t}, cfg, mine, transposed & set(mine), parts={key: parts[key]} if key in parts else None)[key]
                 out_tensors[key] = t.contiguous()
                 n_tensors += 1
         save_safetensors(out_tensors, dest / f, metadata=metadata)
         del out_tensors
-    for p in base.iterdir():
-        if p.is_file() and not p.name.endswith(WEIGHT_SUFFIXES) and not p.name.startswith("."):
-            shutil.copy2(p, dest / p.name)
+    copy_side_files(base, dest)
     return {"merged": len(blocks), "tensors": n_tensors, "shards": len(files)}
+
+
+def copy_side_files(base: Path, dest: Path) -> None:
+    """Copy the files of the folder `base` that are not weights (config, tokenizer, ...) into `dest`,
+    keeping the ones `dest` already has."""
+    for p in base.iterdir():
+        if p.is_file() and not p.name.endswith(WEIGHT_SUFFIXES) and not p.name.startswith(".") and not (dest / p.name).exists():
+            shutil.copy2(p, dest / p.name)
 
 
 def _stored_quantization(path) -> dict | None:
@@ -163,6 +176,13 @@ class HFFamily(Family):
             prepare(model)  # bitsandbytes layers: no CPU repacking (bone.quant.kinds)
         return model
 
+    def load_shapes(self, path):
+        self._check_source(path, "model")
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        with torch.device("meta"):  # shapes only: nothing is read or allocated
+            return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(path)))
+
     def load_tokenizer(self, path):
         self._check_source(path, "tokenizer")
         from transformers import AutoTokenizer
@@ -186,14 +206,15 @@ class HFFamily(Family):
         stats = merge_folder(base, adapter, dest)
         return f"merged {stats['merged']} adapted weights ({stats['tensors']} tensors, {stats['shards']} shard(s))"
 
+    def check_save_model(self, base):
+        self.check_merge(base, base)
+
     def save_model(self, model, base, dest):
         stored = self.stored_dtypes(base)
         if len(stored) == 1:
             model = model.to(next(iter(stored)))
-        model.save_pretrained(dest)
-        for p in base.iterdir():  # tokenizer and other side files the base has and save_pretrained did not write
-            if p.is_file() and not p.name.endswith(WEIGHT_SUFFIXES) and not p.name.startswith(".") and not (dest / p.name).exists():
-                shutil.copy2(p, dest / p.name)
+        model.save_pretrained(str(dest))
+        copy_side_files(base, dest)
 
     def stored_dtypes(self, base):
         out = set()

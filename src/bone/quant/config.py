@@ -2,19 +2,23 @@
 
 `parse(quantize, compute_dtype)` turns the user's value (a method name or a QuantConfig) into a
 validated QuantConfig, so `bone.load_model(path, quantize="nf4")` and a training config's
-`model.quantize: nf4` share one check and one error message.
+`model.quantize: nf4` share one check and one error message. Importing it does not import torch
+(the training config validates with it while `bone train --help` stays fast).
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 
+if TYPE_CHECKING:
+    import torch
+
 METHODS = {"nf4": "4-bit NormalFloat (QLoRA's default)", "fp4": "4-bit float", "int8": "8-bit LLM.int8"}
-COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")  # names of torch dtypes
 BLOCKSIZE = 64  # bitsandbytes' 4-bit block: 64 weights share one scale
 
 
@@ -41,8 +45,10 @@ class QuantConfig:
         return 8 if self.method == "int8" else 4
 
     @property
-    def torch_compute_dtype(self) -> torch.dtype:
-        return COMPUTE_DTYPES[self.compute_dtype]
+    def torch_compute_dtype(self) -> "torch.dtype":
+        import torch
+
+        return getattr(torch, self.compute_dtype)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -60,15 +66,11 @@ class QuantConfig:
 
 
 def _dtype_name(dtype) -> str:
-    if isinstance(dtype, torch.dtype):
-        for name, value in COMPUTE_DTYPES.items():
-            if value == dtype:
-                return name
-        raise ConfigError(f"compute_dtype={dtype}; use one of {sorted(COMPUTE_DTYPES)}")
-    return dtype
+    """'bfloat16' for torch.bfloat16 or 'bfloat16' (QuantConfig checks that the name is known)."""
+    return dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
 
 
-def parse(quantize: str | QuantConfig | None, compute_dtype: torch.dtype | str | None = None) -> QuantConfig | None:
+def parse(quantize: str | QuantConfig | None, compute_dtype: "torch.dtype | str | None" = None) -> QuantConfig | None:
     """A validated QuantConfig from a method name (or a QuantConfig), or None for no quantization."""
     if quantize is None:
         if compute_dtype is not None:

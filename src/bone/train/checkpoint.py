@@ -7,12 +7,16 @@ A checkpoint folder (`RunDir.step(N)`, e.g. `checkpoints/step-000040/`) holds
   rng-rank{R}.pt    python / numpy / torch RNG states of process R
   config.yaml       the run's TrainConfig
   state.json        step, epoch, step within the epoch, tokens seen, global batch, world size
-A kill at any moment leaves only complete `step-*` folders (temporaries start with '.', and the
-next checkpoint of that step removes those of dead writers).
+A kill at any moment leaves only complete `step-*` folders (temporaries start with '.'; the next run
+in that folder removes those of dead writers, `RunDir.remove_stale`). A write that fails (a full disk)
+removes its temporary folder, and the error names the file of the checkpoint it was writing. Files
+that fail to read back (truncated, damaged) are a CorruptFileError naming the file.
 """
 from __future__ import annotations
 
+import errno
 import json
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -21,10 +25,13 @@ import numpy as np
 import torch
 
 from .. import fs
-from ..errors import MissingPathError
-from .rundir import CONFIG, STATE, RunDir
+from ..errors import ConfigError, CorruptFileError, MissingPathError
+from .config import TrainConfig, load_config
+from .rundir import CONFIG, STATE, RunDir, checkpoints_in
 
 ADAPTER, OPTIMIZER, SCHEDULER = "adapter", "optimizer.pt", "scheduler.pt"
+STATE_KEYS = ("step", "epoch", "pos", "tokens", "global_batch")  # ints every state.json holds
+RNG_KEYS, OPTIMIZER_KEYS, SCHEDULER_KEYS = ("python", "numpy", "torch"), ("state", "param_groups"), ("last_epoch",)
 
 
 def rng_state() -> dict:
@@ -50,10 +57,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _save(obj, path: Path) -> None:
-    fs.atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
 def _rng_file(ckpt: Path, rank: int) -> Path:
     return ckpt / f"rng-rank{rank}.pt"
 
@@ -64,14 +67,14 @@ def begin(run: RunDir, step: int) -> Path:
 
 
 def write_rank(tmp: Path, rank: int) -> None:
-    _save(rng_state(), _rng_file(tmp, rank))
+    fs.save_torch(rng_state(), _rng_file(tmp, rank))
 
 
 def write_main(tmp: Path, optimizer_state: dict, scheduler, state: dict, config_yaml: str) -> None:
     """The files every process shares besides the adapter (see sharded.save_trained): optimizer
     state (already gathered when sharded), scheduler, config, and last the position (state.json)."""
-    _save(optimizer_state, tmp / OPTIMIZER)
-    _save(scheduler.state_dict(), tmp / SCHEDULER)
+    fs.save_torch(optimizer_state, tmp / OPTIMIZER)
+    fs.save_torch(scheduler.state_dict(), tmp / SCHEDULER)
     fs.write_text(tmp / CONFIG, config_yaml)
     fs.write_json(tmp / STATE, state)
 
@@ -85,8 +88,36 @@ def commit(tmp: Path, run: RunDir, step: int, keep: int) -> Path:
     return final
 
 
+def corrupt(file: Path, why: str) -> CorruptFileError:
+    """The error for a checkpoint file that cannot be read back, with what to do instead."""
+    ckpt = file.parent
+    earlier = [c for c in checkpoints_in(ckpt.parent) if c.resolve() != ckpt.resolve()]
+    other = f"resume from an earlier checkpoint (--resume {earlier[-1]}) or start again" if earlier else "start again"
+    return CorruptFileError(f"{file} is truncated or corrupt ({why}): {other} with --overwrite")
+
+
 def read_state(ckpt: Path) -> dict:
-    return json.loads((ckpt / STATE).read_text())
+    f = ckpt / STATE
+    try:
+        state = json.loads(f.read_bytes())
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise corrupt(f, str(err)) from None
+    if not isinstance(state, dict) or not all(type(state.get(k)) is int for k in STATE_KEYS):
+        raise corrupt(f, f"it must be a JSON object with the integers {list(STATE_KEYS)}")
+    return state
+
+
+def read_resumable(ckpt: Path, cfg: TrainConfig, global_batch: int) -> dict:
+    """The state of checkpoint `ckpt` after checking that a run with `cfg` and `global_batch` may continue it."""
+    a, b = load_config(ckpt / CONFIG).run_defining(), cfg.run_defining()
+    if a != b:
+        diff = [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if a[k] != b[k]]
+        raise ConfigError(f"cannot resume {ckpt}: the config differs from the checkpoint's in {diff}")
+    state = read_state(ckpt)
+    if state["global_batch"] != global_batch:
+        raise ConfigError(f"cannot resume {ckpt}: global batch {state['global_batch']} was saved, this launch has "
+                          f"{global_batch} (same batch_size x grad_accum x processes needed)")
+    return state
 
 
 def load_rank(ckpt: Path, rank: int) -> dict:
@@ -94,8 +125,21 @@ def load_rank(ckpt: Path, rank: int) -> dict:
     f = _rng_file(ckpt, rank)
     if not f.is_file():
         raise MissingPathError(f"{f} is missing: resume with the number of processes the checkpoint was saved with")
-    return torch.load(f, weights_only=True)
+    return load_torch(f, RNG_KEYS)
 
 
-def load_torch(path: Path) -> dict:
-    return torch.load(path, weights_only=True, map_location="cpu")
+def load_torch(path: Path, keys: tuple[str, ...]) -> dict:
+    """A dict saved by `fs.save_torch`, checked to hold `keys`; a file that does not load is a CorruptFileError."""
+    if not path.is_file():
+        raise MissingPathError(f"{path} is missing: the checkpoint {path.parent} is incomplete")
+    try:
+        obj = torch.load(path, weights_only=True, map_location="cpu")
+    except OSError as err:  # the zip reader on a truncated file: EINVAL; a permission error stays what it is
+        if err.errno not in (None, errno.EINVAL):
+            raise
+        raise corrupt(path, f"{type(err).__name__}: {err.strerror or err}") from None
+    except (RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as err:  # truncated, damaged
+        raise corrupt(path, f"{type(err).__name__}: {str(err).split('. ')[0][:120] or 'no data'}") from None
+    if not isinstance(obj, dict) or any(k not in obj for k in keys):
+        raise corrupt(path, f"it does not hold {list(keys)}")
+    return obj

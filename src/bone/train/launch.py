@@ -76,6 +76,10 @@ def check_launch(acc, cfg: TrainConfig) -> None:
                          "adapted layers, so the saved adapter would not fit the model)")
     if kind != DistributedType.DEEPSPEED:
         return
+    if cfg.optim.skip_nonfinite:
+        raise ConfigError("optim.skip_nonfinite needs bone to look at the loss and gradients before the update, but "
+                          "DeepSpeed's engine applies it inside backward: set optim.skip_nonfinite=0 (a non-finite step "
+                          "then stops the run), or launch with DDP or FSDP2")
     plugin = acc.state.deepspeed_plugin
     if plugin.zero3_init_flag:
         raise ConfigError("bone train needs every process to load the whole base model before bone.apply: set "
@@ -110,13 +114,29 @@ def fill_deepspeed_config(acc, cfg: TrainConfig) -> None:
     ds.setdefault("zero_allow_untested_optimizer", True)  # torch's AdamW, which bone's checkpoints describe
 
 
+def unwrap(acc, model):
+    """The model bone built, without the launch's wrappers (DDP, torch.compile, DeepSpeed's engine; FSDP2 does not wrap).
+
+    Not `acc.unwrap_model`: whenever DeepSpeed is installed that imports it, and importing deepspeed
+    prints "Setting accelerator to CPU" on machines without a GPU, in runs that do not use it."""
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        return acc.unwrap_model(model)
+    while True:
+        if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):  # torch.compile (a dynamo launch)
+            model = model._orig_mod
+        else:
+            return model
+
+
 def describe(acc, model) -> str:
     """How the launch splits the work, e.g. "DDP", "FSDP2, model partitioned", "DeepSpeed ZeRO-2"."""
     kind = acc.distributed_type
     text = {DistributedType.NO: "single process", DistributedType.FSDP: "FSDP2"}.get(kind, "DDP")
     if kind == DistributedType.DEEPSPEED:
         text = f"DeepSpeed ZeRO-{acc.state.deepspeed_plugin.zero_stage}"
-    if sharded.is_partitioned(acc.unwrap_model(model)):
+    if sharded.is_partitioned(unwrap(acc, model)):
         text += ", model partitioned"
     return text
 

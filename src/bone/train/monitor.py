@@ -15,7 +15,7 @@ class Monitor:
     """Main-process reporting. `log(step, metrics)` appends one JSON line per call."""
 
     def __init__(self, run: RunDir, total_steps: int, start_step: int, *, progress: bool, tensorboard: bool):
-        self.path = run.metrics
+        self.path, self.tb_dir = run.metrics, run.tensorboard
         if start_step == 0 and self.path.exists():
             self.path.unlink()
         elif start_step > 0:
@@ -34,25 +34,35 @@ class Monitor:
         """A resumed run drops the lines logged after its checkpoint (they will be logged again)."""
         if not self.path.exists():
             return
-        kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= step]
-        fs.write_text(self.path, "".join(ln + "\n" for ln in kept))
+        lines = [ln for ln in self.path.read_text().splitlines() if ln]
+        kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
+        if len(kept) < len(lines):
+            fs.write_text(self.path, "".join(ln + "\n" for ln in kept))
 
     def log(self, step: int, metrics: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        """One JSON line (a NaN or inf value is written as null), appended whole or not at all."""
+        row = {"step": step, **{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}}
+        fs.append_text(self.path, json.dumps(row, allow_nan=False) + "\n")
         if self.tb is not None:
-            for k, v in metrics.items():
-                if isinstance(v, (int, float)):
-                    self.tb.add_scalar(k, v, step)
+            with fs.naming(self.tb_dir):  # its writer thread's failure (a full disk) names no file
+                for k, v in row.items():
+                    if isinstance(v, (int, float)) and k != "step":
+                        self.tb.add_scalar(k, v, step)
 
     def advance(self, loss: float, lr: float, tokens_per_s: float) -> None:
         self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
         self.bar.update(1)
 
-    def close(self) -> None:
+    def close(self) -> OSError | None:
+        """Close the bar and TensorBoard's writer; returns the error of its last writes (a full disk)."""
         self.bar.close()
-        if self.tb is not None:
-            self.tb.close()
+        try:
+            with fs.naming(self.tb_dir):
+                if self.tb is not None:
+                    self.tb.close()
+        except OSError as err:
+            return err
+        return None
 
 
 def read_metrics(path: Path) -> list[dict]:

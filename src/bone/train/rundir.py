@@ -8,6 +8,7 @@
       metrics.jsonl          one JSON line per logged optimizer step
       loss.png               the training-loss curve
       tensorboard/           TensorBoard events (when tensorboard is installed)
+      timing.jsonl           one line per training session run by `bone compare` (steps, seconds, peak memory)
 
 Importing this module does not import torch (the command line finds a run's config with it).
 """
@@ -15,6 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+from .. import fs
+from ..errors import MissingPathError, OutputExistsError
 
 CONFIG = "config.yaml"
 STATE = "state.json"  # written last into a checkpoint: a step folder with it is complete
@@ -72,6 +76,10 @@ class RunDir:
     def tensorboard(self) -> Path:
         return self.root / "tensorboard"
 
+    @property
+    def timing(self) -> Path:
+        return self.root / "timing.jsonl"
+
     def eval(self, tag: str) -> Path:
         return self.root / "eval" / tag
 
@@ -95,9 +103,53 @@ class RunDir:
         """True for a folder a bone run wrote (so --overwrite may delete it)."""
         return self.config.is_file() or self.checkpoints.is_dir()
 
+    def remove_stale(self) -> list[Path]:
+        """Delete the temporaries that killed writers left of this run's own files and folders (step
+        checkpoints, adapter, config, metrics, plot, evaluation results); returns what was removed.
+        Anything else, and the temporaries of writers still running, is kept (`bone.fs.remove_stale`)."""
+        owned = [self.config, self.metrics, self.loss_plot, self.adapter]
+        if (self.root / "eval").is_dir():
+            owned += [p / name for p in (self.root / "eval").iterdir() for name in ("results.json", "predictions.jsonl")]
+        if self.checkpoints.is_dir():
+            targets = {fs.temp_target(p.name) for p in self.checkpoints.iterdir()}
+            owned += [self.checkpoints / t for t in sorted(targets - {None}) if _step_of(Path(t)) is not None]
+        return [removed for path in owned for removed in fs.remove_stale(path)]
+
     def holds(self, checkpoint: Path) -> bool:
         """True when `checkpoint` is one of this run's own checkpoints."""
         return Path(checkpoint).resolve().parent == self.checkpoints.resolve()
+
+    def resume_point(self, resume: str | None, overwrite: bool) -> Path | None:
+        """The checkpoint a run with `--resume RESUME` ("latest", a folder, or None) and `--overwrite`
+        continues from (None: a fresh run), after checking this output folder; raises what to do instead."""
+        out = str(self.root)
+        if resume is None:
+            if self.is_empty():
+                return None
+            if not self.looks_like_run():
+                raise OutputExistsError(f"output_dir {out!r} already exists and does not look like a bone run folder "
+                                        f"(--overwrite will not delete it): pick another output_dir=...")
+            if not overwrite:
+                if self.latest() is None:
+                    raise OutputExistsError(f"output_dir {out!r} holds a run that stopped before its first checkpoint, so "
+                                            f"there is nothing to resume: start it again with --overwrite, or pick another output_dir=...")
+                raise OutputExistsError(f"output_dir {out!r} already exists and holds a run: continue it with --resume, pick another "
+                                        f"output_dir=..., or pass --overwrite to delete it first")
+            return None
+        source = self if resume == "latest" else RunDir(resume)
+        found = source.latest() if resume == "latest" else RunDir.find_checkpoint(resume)
+        if found is None:
+            where = str(source.root)
+            if source.is_empty():
+                raise MissingPathError(f"nothing to resume: {where!r} holds no run; start one without --resume")
+            if source.looks_like_run():
+                raise MissingPathError(f"nothing to resume: the run in {where!r} stopped before its first checkpoint; "
+                                       f"start it again with --overwrite instead of --resume")
+            raise MissingPathError(f"nothing to resume: no complete checkpoint under {where!r}")
+        if not self.holds(found) and not self.is_empty():
+            raise OutputExistsError(f"--resume {found} continues into output_dir {out!r}, which already holds "
+                                    f"another run: pick a new output_dir=... (or resume that run's own checkpoints)")
+        return found
 
     @staticmethod
     def find_checkpoint(path: str | Path) -> Path | None:

@@ -111,7 +111,7 @@ def _keyed_by_name(model: nn.Module, method: Method, state: dict) -> dict:
     saved_ids = [i for g in state["param_groups"] for i in g["params"]]
     if all(isinstance(i, str) for i in saved_ids):
         return state
-    current = [n for n, _ in method.trainable(model)]  # the optimizer was built from these, in this order
+    current = _group_names(model, method, state["param_groups"])  # the optimizer was built from these, in this order
     if len(current) != len(saved_ids):
         raise AdapterError(f"optimizer state holds {len(saved_ids)} parameters, this model trains {len(current)}")
     by_id = dict(zip(saved_ids, current))
@@ -133,6 +133,16 @@ def load_optimizer_state(model: nn.Module, method: Method, optimizer, state: dic
         _set_zero_optimizer_state(model, method, optimizer, full_state)
         return
     set_optimizer_state_dict(model, optimizer, full_state, options=StateDictOptions(full_state_dict=True))
+
+
+def _group_names(model: nn.Module, method: Method, groups: list[dict]) -> list[str]:
+    """The parameter names of optimizer `groups`, in order: each group's "names" (the trainer writes
+    them), or for a single group without them the method's trainable order."""
+    if all("names" in g for g in groups):
+        return [n for g in groups for n in g["names"]]
+    if len(groups) != 1:
+        raise AdapterError(f"optimizer state has {len(groups)} parameter groups without parameter names")
+    return [n for n, _ in method.trainable(model)]
 
 
 # ---------------------------------------------------------------- DeepSpeed ZeRO
@@ -163,8 +173,6 @@ def _zero_optimizer_state(model: nn.Module, method: Method, optimizer) -> dict:
     from deepspeed.utils import safe_get_full_optimizer_state
 
     inner = _torch_optimizer(optimizer)
-    if len(inner.param_groups) != 1:
-        raise AdapterError(f"bone's ZeRO checkpoints expect one optimizer parameter group, found {len(inner.param_groups)}")
     trainable = method.trainable(model)
     steps = [s["step"] for s in inner.state.values() if "step" in s]
     state = {}
@@ -172,8 +180,13 @@ def _zero_optimizer_state(model: nn.Module, method: Method, optimizer) -> dict:
         for name, p in trainable:
             moments = {k: safe_get_full_optimizer_state(p, k).detach().cpu() for k in ADAM_KEYS}
             state[name] = {"step": steps[0].detach().cpu().clone(), **moments}
-    group = {k: v for k, v in inner.param_groups[0].items() if k != "params"}
-    return {"state": state, "param_groups": [{**group, "params": [n for n, _ in trainable]}]}
+    names = _group_names(model, method, inner.param_groups)
+    groups, at = [], 0
+    for g in inner.param_groups:  # DeepSpeed keeps each group's keys, its "params" are flat partitions
+        count = len(g["names"]) if "names" in g else len(names)
+        groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": names[at: at + count]})
+        at += count
+    return {"state": state, "param_groups": groups}
 
 
 def _set_zero_optimizer_state(model: nn.Module, method: Method, optimizer, state: dict) -> None:

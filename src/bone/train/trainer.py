@@ -14,6 +14,9 @@ Loss: each optimizer step sums token cross-entropy over every supervised token o
 same whatever the split into processes and accumulation steps. Models that take `logits_to_keep`
 (Hugging Face causal LMs, bone's RWKV) compute logits only at the scored positions
 (`bone.loss.scored_mask`): prompt and padding positions skip the output head and its softmax.
+
+Failures agree across processes: a non-finite step (guard.py) is found from all-reduced values, and
+a write that fails on one process (a full disk) is raised on every process, so none waits forever.
 """
 from __future__ import annotations
 
@@ -27,19 +30,20 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from accelerate.utils import DistributedType, broadcast_object_list, set_seed
+from accelerate.utils import DistributedType, set_seed
 
 from .. import fs, methods
 from ..config import to_torch_dtype
 from ..data import collate, load_records, to_examples, tokenize_examples
-from ..errors import ConfigError, MissingPathError, OutputExistsError, UsageError, require
+from ..errors import ConfigError, UsageError, require
 from ..eval import eval_data, evaluate, write_results
 from ..loss import next_token_loss, scored_mask, supervised_tokens
 from ..models import family_of_model, load_model, load_tokenizer
 from ..options import render_yaml
 from . import checkpoint as ckpt
-from . import launch, sharded
-from .config import TrainConfig, load_config
+from . import collective, launch, sharded
+from .config import TrainConfig
+from .guard import NonFiniteGuard
 from .monitor import Monitor, plot_loss
 from .rundir import RunDir
 from .sampler import BatchPlan
@@ -70,6 +74,7 @@ class Trainer:
         self.cfg, self.resume, self.overwrite = cfg, resume, overwrite
         self.run_dir = RunDir(Path(cfg.output_dir))
         self.method = methods.get(cfg.method)
+        self.method.require()  # a missing optional package (e.g. PEFT for lora) fails before any loading
         self.stop_signal: int | None = None
         # set by setup()
         self.acc = None  # accelerate.Accelerator
@@ -81,8 +86,10 @@ class Trainer:
         self.plan: BatchPlan | None = None
         self.total_steps = 0
         self.model = self.optimizer = self.scheduler = None
+        self.bare = None  # the model without the launch's wrapper (launch.unwrap)
         self.params: list[torch.nn.Parameter] = []
         self.scores_only = False  # the model takes logits_to_keep: logits only where the loss looks
+        self.guard: NonFiniteGuard | None = None
         # position: optimizer steps done, epoch, step within the epoch, tokens seen
         self.step = self.epoch = self.pos = self.tokens_seen = 0
         self.loss_plot: Path | None = None  # written at the end when logging.plot
@@ -91,9 +98,9 @@ class Trainer:
     def setup(self) -> "Trainer":
         self.acc = launch.make_accelerator(self.cfg)
         self.is_main = self.acc.is_main_process
-        self.resume_from = self._resolve_resume()  # checks the output folder before any heavy work
+        self.resume_from = self.run_dir.resume_point(self.resume, self.overwrite)  # checks the folder before any heavy work
         if self.cfg.logging.plot:  # needed at the very end: refuse now rather than after training
-            require("matplotlib", 'pip install "bone[train]"', "logging.plot (loss.png)")
+            require("matplotlib", 'pip install "bone[train]", or set logging.plot=false', "logging.plot (loss.png)")
         self.acc.wait_for_everyone()  # every process has looked before the main one writes there
         set_seed(self.cfg.schedule.seed)
         self._setup_data()
@@ -101,14 +108,18 @@ class Trainer:
         self._setup_optim()
         if self.resume_from is not None:
             self._restore(self.resume_from)
-        elif self.is_main and self.overwrite and self.run_dir.root.exists():
-            shutil.rmtree(self.run_dir.root)
-        if self.is_main and not self.run_dir.config.is_file():  # a fresh run, or one resumed into a new folder
-            self.run_dir.root.mkdir(parents=True, exist_ok=True)
-            fs.write_text(self.run_dir.config, render_yaml(self.cfg) + "\n")
-        self.acc.wait_for_everyone()
+        collective.write(self.is_main, [self._prepare_folder] if self.is_main else [])
         self._report_setup()
         return self
+
+    def _prepare_folder(self) -> None:
+        """Main process: --overwrite deletes the old run; temporaries of a killed run's writes are removed; config.yaml."""
+        if self.resume_from is None and self.overwrite and self.run_dir.root.exists():
+            shutil.rmtree(self.run_dir.root)
+        self.run_dir.remove_stale()
+        if not self.run_dir.config.is_file():  # a fresh run, or one resumed into a new folder
+            self.run_dir.root.mkdir(parents=True, exist_ok=True)
+            fs.write_text(self.run_dir.config, render_yaml(self.cfg) + "\n")
 
     def _setup_data(self) -> None:
         """Records, tokenizer, tokenized training (and evaluation) data, and the batch plan."""
@@ -131,7 +142,7 @@ class Trainer:
     def _setup_model(self) -> None:
         """The base model, checked against the tokenizer by its family, with the method applied."""
         cfg = self.cfg
-        model = load_model(cfg.model.path, dtype=to_torch_dtype(cfg.model.dtype))
+        model = load_model(cfg.model.path, dtype=to_torch_dtype(cfg.model.dtype), quantize=cfg.model.quant())
         family = family_of_model(model)
         family.prepare(model, self.tokenizer)
         self.scores_only = "logits_to_keep" in inspect.signature(model.forward).parameters
@@ -142,10 +153,13 @@ class Trainer:
         self.model = model
 
     def _setup_optim(self) -> None:
-        """AdamW over the method's trainable parameters, the lr schedule, and Accelerate's prepare."""
+        """AdamW over the method's trainable parameters (in the method's parameter groups, each naming its
+        parameters under "names"), the lr schedule, and Accelerate's prepare."""
         acc, o, s = self.acc, self.cfg.optim, self.cfg.schedule
-        params = [p for _, p in self.method.trainable(self.model)]
-        optimizer = torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay)
+        named = dict(self.method.trainable(self.model))
+        groups = [{"params": [named[n] for n in names], "lr": lr, "names": names}
+                  for names, lr in self.method.param_groups(self.model, self.cfg)]
+        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay)
         # the scheduler is stepped by hand once per optimizer step (not prepared: Accelerate would step it per process)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, partial(lr_factor, warmup=s.warmup_steps, total=self.total_steps, kind=s.scheduler)
@@ -153,47 +167,19 @@ class Trainer:
         if acc.distributed_type == DistributedType.DEEPSPEED:
             launch.fill_deepspeed_config(acc, self.cfg)
         self.model, self.optimizer = acc.prepare(self.model, optimizer)
-        # FSDP2 replaced the parameters by DTensor shards
-        self.params = [p for _, p in self.method.trainable(acc.unwrap_model(self.model))]
-
-    def _resolve_resume(self) -> Path | None:
-        """The checkpoint to resume from, after checking the output folder; errors before any work."""
-        run, out = self.run_dir, str(self.run_dir.root)
-        if self.resume is None:
-            if not run.is_empty():
-                if not self.overwrite:
-                    raise OutputExistsError(
-                        f"output_dir {out!r} already exists and is not empty. Continue that run with --resume, "
-                        f"pick another output_dir=..., or pass --overwrite to delete it first"
-                    )
-                if not run.looks_like_run():
-                    raise OutputExistsError(f"--overwrite refuses to delete {out!r}: it does not look like a bone run folder")
-            return None
-        where = run.checkpoints if self.resume == "latest" else Path(self.resume)
-        found = run.latest() if self.resume == "latest" else RunDir.find_checkpoint(where)
-        if found is None:
-            raise MissingPathError(f"nothing to resume: no complete checkpoint under {str(where)!r}")
-        if not run.holds(found) and not run.is_empty():
-            raise OutputExistsError(f"--resume {found} continues into output_dir {out!r}, which already holds "
-                                    f"another run: pick a new output_dir=... (or resume that run's own checkpoints)")
-        return found
+        self.bare = launch.unwrap(acc, self.model)
+        named = self.method.trainable(self.bare)  # FSDP2 replaced the parameters by DTensor shards
+        self.params = [p for _, p in named]
+        self.guard = NonFiniteGuard(acc, named, self.cfg, self.run_dir,
+                                    can_skip=acc.distributed_type != DistributedType.DEEPSPEED)
 
     def _restore(self, path: Path) -> None:
-        saved = load_config(path / "config.yaml")
-        a, b = saved.run_defining(), self.cfg.run_defining()
-        if a != b:
-            diff = [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if a[k] != b[k]]
-            raise ConfigError(f"cannot resume {path}: the config differs from the checkpoint's in {diff}")
-        state = ckpt.read_state(path)
-        if state["global_batch"] != self.plan.global_batch:
-            raise ConfigError(
-                f"cannot resume {path}: global batch {state['global_batch']} was saved, this launch has "
-                f"{self.plan.global_batch} (same batch_size x grad_accum x processes needed)"
-            )
-        model = self.acc.unwrap_model(self.model)
+        state, model = ckpt.read_resumable(path, self.cfg, self.plan.global_batch), self.bare
+        optimizer_state = ckpt.load_torch(path / ckpt.OPTIMIZER, ckpt.OPTIMIZER_KEYS)
+        scheduler_state = ckpt.load_torch(path / ckpt.SCHEDULER, ckpt.SCHEDULER_KEYS)
         sharded.load_trained(model, self.method, path / ckpt.ADAPTER)
-        sharded.load_optimizer_state(model, self.method, self.optimizer.optimizer, ckpt.load_torch(path / ckpt.OPTIMIZER))
-        self.scheduler.load_state_dict(ckpt.load_torch(path / ckpt.SCHEDULER))
+        sharded.load_optimizer_state(model, self.method, self.optimizer.optimizer, optimizer_state)
+        self.scheduler.load_state_dict(scheduler_state)
         if state.get("world_size", self.acc.num_processes) == self.acc.num_processes:
             ckpt.set_rng_state(ckpt.load_rank(path, self.acc.process_index))
         else:  # data order and gradients still continue exactly; only random draws (dropout) start afresh
@@ -202,6 +188,7 @@ class Trainer:
                 print(f"note: {path} was saved by {state['world_size']} process(es), this launch has "
                       f"{self.acc.num_processes}: RNG streams (dropout masks) are re-seeded", flush=True)
         self.step, self.epoch, self.pos, self.tokens_seen = state["step"], state["epoch"], state["pos"], state["tokens"]
+        self.guard.skipped = state.get("skipped", 0)
 
     def _report_setup(self) -> None:
         if not self.is_main:
@@ -219,6 +206,8 @@ class Trainer:
             + (f", resuming at step {self.step} from {self.resume_from}" if self.resume_from else ""),
             flush=True,
         )
+        for line in self.method.notes(self.bare, cfg):
+            print(line, flush=True)
 
     # ---------------------------------------------------------------- run
     def run(self, stop_at: int | None = None) -> int:
@@ -272,8 +261,10 @@ class Trainer:
 
     def _train_step(self, batches: list[dict]) -> dict:
         """One optimizer step over this process's micro-batches: {"loss" (per supervised token of the
-        global batch), "lr", "tokens" (of the global batch), "grad_norm" (None without clipping)}."""
-        acc, world, device = self.acc, self.acc.num_processes, self.acc.device
+        global batch), "lr", "tokens" (of the global batch), "grad_norm" (None without clipping),
+        "skipped" (a non-finite step skipped, see guard.py)}. Raises NonFiniteError to stop the run."""
+        acc, world, device, step = self.acc, self.acc.num_processes, self.acc.device, self.step + 1
+        self.guard.check_update(step, self.optimizer.param_groups)
         local = torch.tensor([float(sum(supervised_tokens(b["labels"]) for b in batches)),
                               float(sum(b["attention_mask"].sum() for b in batches))], device=device)
         supervised, tokens = acc.reduce(local, reduction="sum").tolist()
@@ -286,12 +277,15 @@ class Trainer:
             loss_sum += part.detach()
         max_norm = self.cfg.optim.max_grad_norm
         grad_norm = acc.clip_grad_norm_(self.params, max_norm) if max_norm else None
+        loss, skip = self.guard.check_step(step, loss_sum, supervised, grad_norm)
         lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()  # a no-op under DeepSpeed, whose engine stepped in backward()
-        self.scheduler.step()
+        if not skip:
+            self.optimizer.step()  # a no-op under DeepSpeed, whose engine stepped in backward()
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = acc.reduce(loss_sum, reduction="sum").item() / max(supervised, 1.0)
-        return {"loss": loss, "lr": lr, "tokens": tokens, "grad_norm": grad_norm}
+        if not skip:
+            self.guard.check_params(step)
+        return {"loss": loss, "lr": lr, "tokens": tokens, "grad_norm": grad_norm, "skipped": skip}
 
     def _loss_sum(self, batch: dict) -> torch.Tensor:
         """The summed next-token loss of one micro-batch (see the module docstring)."""
@@ -302,9 +296,36 @@ class Trainer:
         return next_token_loss(logits, labels, "sum", scored=logits.dim() == 2)  # 3-D: the model kept every position
 
     def _loop(self, stop_at: int | None) -> int:
-        cfg, plan = self.cfg, self.plan
+        cfg = self.cfg
         monitor = Monitor(self.run_dir, self.total_steps, self.step, progress=cfg.logging.progress,
                           tensorboard=cfg.logging.tensorboard) if self.is_main else None
+        try:
+            code = self._steps(stop_at, monitor)
+        except BaseException:
+            if monitor is not None:
+                monitor.close()  # what failed in the loop is the error to report
+            raise
+        collective.raise_everywhere(monitor.close() if monitor is not None else None)
+        return code
+
+    def _log(self, monitor: Monitor, done: dict, rate: float) -> OSError | None:
+        """Progress and (every logging.every steps) a metrics row; returns a failed write's error."""
+        monitor.advance(done["loss"], done["lr"], rate)
+        if self.step % self.cfg.logging.every and self.step != self.total_steps:
+            return None
+        row = {"epoch": self.epoch, "loss": done["loss"], "lr": done["lr"], "tokens": self.tokens_seen, "tokens_per_s": rate}
+        if done["grad_norm"] is not None:
+            row["grad_norm"] = float(sharded.full(done["grad_norm"]))
+        if self.cfg.optim.skip_nonfinite:
+            row["skipped_steps"] = self.guard.skipped  # non-finite steps skipped so far (this one: loss null)
+        try:
+            monitor.log(self.step, row)
+        except OSError as err:
+            return err
+        return None
+
+    def _steps(self, stop_at: int | None, monitor: Monitor | None) -> int:
+        cfg, plan = self.cfg, self.plan
         order, t0, tokens_run, last_saved = plan.order(self.epoch), time.perf_counter(), 0, None
         while self.step < self.total_steps:
             if self.pos == plan.steps_per_epoch:
@@ -314,16 +335,8 @@ class Trainer:
             self.step, self.pos = self.step + 1, self.pos + 1
             self.tokens_seen += int(done["tokens"])
             tokens_run += done["tokens"]
-            if monitor is not None:
-                rate = tokens_run / max(time.perf_counter() - t0, 1e-9)
-                monitor.advance(done["loss"], done["lr"], rate)
-                if self.step % cfg.logging.every == 0 or self.step == self.total_steps:
-                    row = {"epoch": self.epoch, "loss": done["loss"], "lr": done["lr"], "tokens": self.tokens_seen,
-                           "tokens_per_s": rate}
-                    if done["grad_norm"] is not None:
-                        row["grad_norm"] = float(sharded.full(done["grad_norm"]))
-                    monitor.log(self.step, row)
-            stop = self._stop_everywhere(self.step == stop_at)
+            failed = self._log(monitor, done, tokens_run / max(time.perf_counter() - t0, 1e-9)) if monitor else None
+            stop = self._stop_everywhere(self.step == stop_at, failed)
             if stop or self.step % cfg.checkpointing.every == 0 or self.step == self.total_steps:
                 last_saved = self.save_checkpoint()
             if stop:
@@ -333,46 +346,50 @@ class Trainer:
                     print(f"stopped by {why} after step {self.step}; checkpoint {last_saved}\n"
                           f"continue with: bone train <config> --resume", flush=True)
                 return STOP_SIGNALS.get(self.stop_signal, 0) if self.stop_signal else 0
-        if monitor is not None:
-            monitor.close()
         self.save_adapter()
         return 0
 
-    def _stop_everywhere(self, here: bool) -> bool:
-        """True on every process as soon as any process got a stop signal (or reached stop_at)."""
-        flag = torch.tensor([1.0 if (here or self.stop_signal is not None) else 0.0], device=self.acc.device)
-        return bool(self.acc.reduce(flag, reduction="sum").item() > 0)
+    def _stop_everywhere(self, here: bool, failed: OSError | None = None) -> bool:
+        """True on every process as soon as any process got a stop signal (or reached stop_at); a write
+        that failed on any process (`failed`) is raised on every process."""
+        flags = torch.tensor([float(here or self.stop_signal is not None), float(failed is not None)], device=self.acc.device)
+        stop, fail = self.acc.reduce(flags, reduction="sum").tolist()
+        if fail:
+            collective.raise_everywhere(failed)
+        return stop > 0
 
     # ---------------------------------------------------------------- save
     def save_checkpoint(self) -> Path:
         """Write the checkpoint of this step atomically (all processes take part; main writes the shared files)."""
-        acc = self.acc
-        tmp = broadcast_object_list([ckpt.begin(self.run_dir, self.step) if self.is_main else None])[0]
-        ckpt.write_rank(tmp, acc.process_index)
-        model = acc.unwrap_model(self.model)
-        sharded.save_trained(model, self.method, tmp / ckpt.ADAPTER, self.is_main)  # collective when sharded
-        optimizer_state = sharded.optimizer_state(model, self.method, self.optimizer.optimizer)  # collective when sharded
-        if self.is_main:
-            state = {"step": self.step, "epoch": self.epoch, "pos": self.pos, "tokens": self.tokens_seen,
-                     "global_batch": self.plan.global_batch, "world_size": acc.num_processes}
-            ckpt.write_main(tmp, optimizer_state, self.scheduler, state, render_yaml(self.cfg) + "\n")
-        acc.wait_for_everyone()
-        if self.is_main:
+        acc, model, final, main = self.acc, self.bare, self.run_dir.step(self.step), self.is_main
+        tmp = collective.make_dir(main, final, lambda: ckpt.begin(self.run_dir, self.step))
+        state = {"step": self.step, "epoch": self.epoch, "pos": self.pos, "tokens": self.tokens_seen, "skipped": self.guard.skipped,
+                 "global_batch": self.plan.global_batch, "world_size": acc.num_processes}
+        optimizer = {}
+        collective.write(main, [
+            lambda: ckpt.write_rank(tmp, acc.process_index),
+            lambda: sharded.save_trained(model, self.method, tmp / ckpt.ADAPTER, main),  # collective when sharded
+            lambda: optimizer.update(sharded.optimizer_state(model, self.method, self.optimizer.optimizer)),  # likewise
+            *([lambda: ckpt.write_main(tmp, optimizer, self.scheduler, state, render_yaml(self.cfg) + "\n")] if main else []),
+        ], tmp, final)
+        if main:
             ckpt.commit(tmp, self.run_dir, self.step, self.cfg.checkpointing.keep)
         acc.wait_for_everyone()
-        return self.run_dir.step(self.step)
+        return final
 
     def save_adapter(self) -> Path:
         """The trained result at RunDir.adapter (the method's save; Bone: a PEFT directory), and loss.png."""
-        final = self.run_dir.adapter
-        tmp = fs.make_temp_dir(final) if self.is_main else None
-        sharded.save_trained(self.acc.unwrap_model(self.model), self.method, tmp, self.is_main)  # collective when sharded
-        if self.is_main:
+        final, main = self.run_dir.adapter, self.is_main
+        tmp = collective.make_dir(main, final, lambda: fs.make_temp_dir(final))
+        collective.write(main, [lambda: sharded.save_trained(self.bare, self.method, tmp, main)], tmp, final)  # collective when sharded
+        if main:
             fs.replace_dir(tmp, final)
-            if self.cfg.logging.plot and self.run_dir.metrics.exists():
-                self.loss_plot = plot_loss(self.run_dir.metrics, self.run_dir.loss_plot)
-        self.acc.wait_for_everyone()
+        collective.write(main, [self._plot] if main and self.cfg.logging.plot else [])  # also: everyone waits for main
         return final
+
+    def _plot(self) -> None:
+        if self.run_dir.metrics.exists():
+            self.loss_plot = plot_loss(self.run_dir.metrics, self.run_dir.loss_plot)
 
     # ---------------------------------------------------------------- evaluate
     def evaluate(self, tag: str) -> dict | None:
@@ -381,7 +398,7 @@ class Trainer:
             return None
         if 0 < self.step < self.total_steps:
             raise UsageError("evaluate() runs before training starts or after it ends")
-        if sharded.is_partitioned(self.acc.unwrap_model(self.model)):
+        if sharded.is_partitioned(self.bare):
             if self.is_main:
                 print(f"held-out evaluation ({tag}) is skipped under FSDP / ZeRO-3 (the model is split across processes); "
                       f"run: bone eval --model {self.cfg.model.path} --adapter {self.run_dir.adapter} --data {self.cfg.data.eval} ...",
@@ -389,7 +406,7 @@ class Trainer:
             return None
         metrics = None
         if self.is_main:
-            model, e = self.acc.unwrap_model(self.model), self.cfg.eval
+            model, e = self.bare, self.cfg.eval
             model.eval()
             if self.step >= self.total_steps:
                 self.method.fold(model)  # training is over and its result saved
@@ -398,7 +415,6 @@ class Trainer:
                                           template=self.cfg.data.template, batch_size=e.batch_size,
                                           max_new_tokens=e.max_new_tokens)
             model.train()
-            write_results(self.run_dir.eval(tag), metrics, preds)
-        self.acc.wait_for_everyone()
+        collective.write(self.is_main, [lambda: write_results(self.run_dir.eval(tag), metrics, preds)] if self.is_main else [])
         return metrics
 

@@ -55,6 +55,8 @@ def test_default_bone_targets(model):
     bone.apply(model, bone.BoneConfig(r=16))
     adapted = {name.split(".", 2)[2] for name, _ in bone.bone_layers(model)}
     expect = {"att.receptance", "att.key", "att.value", "att.output", "ffn.key", "ffn.value"}
+    if model.config.model_type == "rwkv6":  # every projection RWKV-PEFT builds: x060 also has a gate and ffn.receptance
+        expect |= {"att.gate", "ffn.receptance"}
     assert adapted == expect
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(n.endswith(".bone_adapters.default.block") for n in trainable)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ...errors import MissingPathError, ModelError
-from ...fs import atomic_write
+from ...fs import save_torch
 from .config import RWKVConfig
 from .modeling import RWKVForCausalLM
 
@@ -129,7 +129,7 @@ def atomic_save(sd: dict[str, Tensor], path: str | os.PathLike) -> Path:
     """torch.save to a temporary file in the target folder, then os.replace (no half-written file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda tmp: torch.save(sd, tmp))
+    return save_torch(sd, path)
 
 
 def save_pth(model: RWKVForCausalLM, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
