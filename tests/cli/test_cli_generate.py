@@ -121,6 +121,11 @@ def test_rwkv_pth_with_an_adapter(bone_cli, tmp_path):
     assert code == 0 and out == want.text + "\n" and len(want.token_ids) == 6
     code, out, err = bone_cli("generate", "--model", pth, "--prompt", "Hello", "--max-new-tokens", 3)
     assert code == 0 and "no chat template" in err  # the model alone asks for its chat template; World has none
+    code, _, err = bone_cli("export", "--to", "rwkv-peft", "--adapter", adapter, "--out", tmp_path / "rwkv-0.pth")
+    assert code == 0, err
+    code, out2, err = bone_cli("generate", "--model", pth, "--adapter", tmp_path / "rwkv-0.pth", "--prompt", "Hello",
+                               "--max-new-tokens", 6)  # RWKV-PEFT's file: the same adapter, named "rwkv-0"
+    assert code == 0 and out2 == want.text + "\n", err
 
 
 @pytest.mark.parametrize("case", ["adapter line", "bad json", "no such folder", "twins", "base", "folder name",

@@ -68,17 +68,20 @@ def _split(value: str) -> tuple[str | None, Path]:
 
 
 def folder_name(path: Path) -> str:
-    """The name an adapter folder gets: its own name, or its run's for bone train's `<run>/adapter`."""
+    """The name an adapter gets: its folder's name, its run's for bone train's `<run>/adapter`, or a
+    file's stem (an RWKV-PEFT `rwkv-0.pth` is "rwkv-0")."""
     path = path.resolve()
+    if path.is_file():
+        return path.stem
     return path.parent.name if path.name == "adapter" and path.parent.name else path.name
 
 
 def adapter_specs(values: list[str]) -> list[AdapterSpec]:
-    """The --adapter values as named folders, checked (names usable and distinct, folders readable
-    adapters) before any model is loaded."""
+    """The --adapter values as named adapters (folders, or RWKV-PEFT `.pth` files), checked (names usable
+    and distinct, readable Bone adapters) before any model is loaded."""
     from ..adapters import check_name
     from ..errors import ConfigError
-    from ..io import read_adapter
+    from ..io import read
 
     specs: list[AdapterSpec] = []
     for value in values:
@@ -99,7 +102,7 @@ def adapter_specs(values: list[str]) -> list[AdapterSpec]:
         if twin is not None:
             raise ConfigError(f"two adapters are named {name!r} ({twin.path} and {path}): name them with "
                               f"--adapter NAME=DIR")
-        read_adapter(path)  # refuses a missing, foreign or corrupt folder now, in one line
+        read(path)  # refuses a missing, foreign or corrupt adapter now, in one line
         specs.append(AdapterSpec(name, path))
     return specs
 
