@@ -31,7 +31,7 @@ def test_cli_smoke(tmp_path, capsys):
     assert rows["bone-col"]["trainable"] == rows["peft-bat"]["trainable"] > 0
     assert rows["bone-col"]["extra_kept_bytes"] < min(rows["bone-col-ref"]["extra_kept_bytes"], rows["peft-bat"]["extra_kept_bytes"])
     assert rows["peft-bat"]["about"] == "PEFT MiSS, init_weights='bat' (col)"
-    assert data["targets"]["col step / peft-bat step (<= 0.95)"] == rows["bone-col"]["step_s"] / rows["peft-bat"]["step_s"]
+    assert data["targets"]["col step / peft-bat step (<= 0.95; --quant <= 0.9)"] == rows["bone-col"]["step_s"] / rows["peft-bat"]["step_s"]
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = capsys.readouterr().out
     assert "| bone-col |" in out and "Flash-Bone col" in out  # result table and the 7B scale table
@@ -82,12 +82,45 @@ def test_keep_suite_reports_both_sides_of_the_trade(tmp_path):
     (["--suite=keep", "--tokens=x"], "comma-separated whole numbers"),
     (["--suite=train", "--variants=row"], "choose from"),
     (["--steps=0"], "--steps must be >= 1"),
+    (["--quant=nf4", "--hidden=96", "--heads=4", "--r=16", "--intermediate=192"], "multiples of 64"),
+    (["--quant=nf4", "--methods=frozen,peft-bat+flash"], r"\['peft-bat\+flash'\] do not run on a quantized base"),
+    (["--quant=int8", "--suite=keep"], "--quant applies to --suite step"),
 ])
 def test_bad_arguments_raise_config_error_and_write_nothing(tmp_path, args, message):
     out = tmp_path / "out"
     with pytest.raises(ConfigError, match=message):
         bench.main(TINY + ["--rss-steps=0", f"--out={out}", *args])
     assert not out.exists()
+
+
+def test_flash_setups_run_peft_layers_on_flash_bone(tmp_path):
+    """peft-*+flash rows: PEFT MiSS after bone.flash keeps what bone keeps, less than PEFT's own bat."""
+    methods = "frozen,peft-bat,peft-bat+flash,bone-col,peft-shard,peft-shard+flash,peft-mini+flash"
+    rc = bench.main(TINY + ["--repeats=1", "--warmup=0", "--rss-steps=0", f"--methods={methods}", f"--out={tmp_path}"])
+    assert rc == 0
+    data = json.loads((tmp_path / "bench.json").read_text())
+    rows, extra = data["rows"], {m: r["extra_kept_bytes"] for m, r in data["rows"].items()}
+    assert list(rows) == methods.split(",") and rows["peft-bat+flash"]["about"].endswith("+ bone.flash")
+    assert extra["peft-bat+flash"] == extra["bone-col"] < extra["peft-bat"]
+    assert extra["peft-shard+flash"] <= extra["peft-shard"]
+    assert rows["peft-bat+flash"]["trainable"] == rows["peft-bat"]["trainable"] > 0
+    ratio = data["targets"]["peft-bat+flash step / peft-bat step (<= 1)"]
+    assert ratio == rows["peft-bat+flash"]["step_s"] / rows["peft-bat"]["step_s"]
+
+
+@pytest.mark.parametrize("quant,bound", [("nf4", 0.4), ("int8", 0.6)])
+def test_quant_runs_every_method_on_the_quantized_base(tmp_path, quant, bound):
+    """--quant: frozen quantized base, QLoRA, PEFT MiSS shard / bat, bone col / shard, the quantized
+    weights' bytes next to bf16 (tiny 64-wide layers: the state is a larger share than at real sizes)."""
+    rc = bench.main(TINY + [f"--quant={quant}", "--repeats=1", "--warmup=0", "--rss-steps=1", f"--out={tmp_path}"])
+    assert rc == 0
+    data = json.loads((tmp_path / "bench.json").read_text())
+    rows, wb = data["rows"], data["weight_bytes"]
+    assert list(rows) == setups.QUANT_METHODS and data["quant"] == quant
+    assert wb["layers"] == 7 and wb["bf16_bytes"] == 2 * (4 * 64 * 64 + 3 * 64 * 128) and wb["ratio"] < bound
+    assert rows["bone-col"]["extra_kept_bytes"] < rows["peft-bat"]["extra_kept_bytes"]
+    assert all(r["peak_rss_mb"] > 0 and r["step_s"] > 0 for r in rows.values())
+    assert f"vs {wb['bf16_bytes'] / 2**20:.2f} MiB in bf16" in (tmp_path / "bench.md").read_text()
 
 
 def test_peft_methods_without_peft_name_the_install(tmp_path, monkeypatch):

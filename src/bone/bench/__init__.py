@@ -2,7 +2,10 @@
 
   --suite step   (default) one training step of a Llama-shaped model per method: time, bytes kept
                  for backward, peak RSS, the 7B memory table (`step.py`); `--shape small` is the
-                 few-tokens probe (hidden 512, MLP 1536, 4 layers, vocab 4096, batch 2 x 256)
+                 few-tokens probe (hidden 512, MLP 1536, 4 layers, vocab 4096, batch 2 x 256);
+                 `--quant nf4|fp4|int8`: the projections of the base quantized (bitsandbytes),
+                 methods frozen, QLoRA, PEFT MiSS shard/bat and bone col/shard, plus the
+                 quantized weights' bytes next to bf16
   --suite keep   keep_merged's trade (`keep.py`): col and shard step time and bytes kept, with and
                  without the merged weight kept for backward, at several tokens per step (--tokens)
   --suite train  end to end (`e2e.py`): `bone train` vs transformers.Trainer + PEFT MiSS on the
@@ -25,7 +28,8 @@ SUITE_HELP = __doc__.split("\n\n")[1]  # the suites, for --help
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .setups import SETUPS
+    from ..quant.config import METHODS as QUANT
+    from .setups import QUANT_METHODS, SETUPS
 
     p = argparse.ArgumentParser(prog="bone bench", description="Flash-Bone benchmarks, measured side by side in one process",
                                 epilog=SUITE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,7 +41,11 @@ def _parser() -> argparse.ArgumentParser:
         small = SHAPES["small"].get(f.name, f.default)
         p.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=None,
                        help=f"{notes.get(f.name, '')} (default {f.default}" + (f"; --shape small: {small})" if small != f.default else ")"))
-    p.add_argument("--methods", default=",".join(SETUPS), help="step suite: comma-separated subset of: " + ", ".join(SETUPS))
+    p.add_argument("--methods", default=None, help="step suite: comma-separated subset of: " + ", ".join(SETUPS)
+                   + " (default: all; with --quant: " + ",".join(QUANT_METHODS) + ")")
+    p.add_argument("--quant", choices=list(QUANT), default=None,
+                   help="step suite: quantize the base's projections with bitsandbytes (4-bit needs hidden and "
+                        "intermediate divisible by 64)")
     p.add_argument("--tokens", default="64,256,1024,4096", help="keep suite: tokens per step to measure (comma-separated)")
     p.add_argument("--variants", default="col,shard", help="train suite: Bone variants to run (col, shard)")
     p.add_argument("--steps", type=int, default=12, help="train suite: optimizer steps per run")
@@ -60,6 +68,12 @@ def _config(args) -> BenchConfig:
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchConfig) if getattr(args, f.name) is not None}
     cfg = BenchConfig(**{**SHAPES[args.shape], **given})
     cfg.check()
+    if args.quant is not None:
+        if args.suite != "step":
+            raise ConfigError(f"--quant applies to --suite step, not {args.suite}")
+        from .quant import check
+
+        check(cfg, args.quant)
     return cfg
 
 

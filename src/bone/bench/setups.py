@@ -13,9 +13,6 @@ from ..config import BoneConfig
 from ..errors import ConfigError
 from .config import BenchConfig
 
-__all__ = ["BenchConfig", "SETUPS", "Setup", "get", "build_base", "make", "batch", "trainable", "targets"]
-
-
 def targets() -> list[str]:
     """Llama's default Bone targets: the seven projections."""
     from ..inject import DEFAULT_TARGETS
@@ -28,6 +25,7 @@ class Setup:
 
     about: str
     needs_peft: bool = False  # adapt() imports PEFT
+    on_quantized: bool = True  # runs on a --quant base
     color: str = "tab:gray"  # its bars in bench.png
 
     def adapt(self, model, cfg: BenchConfig):
@@ -77,6 +75,24 @@ class PeftMiss(Setup):
         return peft.get_peft_model(model, pc)
 
 
+class PeftMissFlash(PeftMiss):
+    """PEFT MiSS after `bone.flash`: PEFT's layers running the Flash-Bone kernels (issue 12)."""
+    color, on_quantized = "tab:purple", False
+
+    @property
+    def about(self) -> str:
+        return super().about + " + bone.flash"
+
+    def adapt(self, model, cfg):
+        from ..integrations import flash, flashed_layers
+
+        model = flash(super().adapt(model, cfg))
+        n, want = len(flashed_layers(model)), len(targets()) * cfg.layers
+        if n != want:  # PEFT's own path would be measured under the flash name
+            raise RuntimeError(f"bone.flash took {n} of the {want} MiSS layers")
+        return model
+
+
 class Bone(Setup):
     """bone's `variant`, through the fused Flash-Bone kernels or the plain autograd reference."""
 
@@ -103,6 +119,9 @@ SETUPS: dict[str, Setup] = {
     "peft-shard": PeftMiss("shard"),
     "peft-bat": PeftMiss("col"),
     "peft-mini": PeftMiss("mini"),
+    "peft-bat+flash": PeftMissFlash("col"),
+    "peft-shard+flash": PeftMissFlash("shard"),
+    "peft-mini+flash": PeftMissFlash("mini"),
     "bone-col": Bone("col"),
     "bone-row": Bone("row"),
     "bone-shard": Bone("shard"),
@@ -113,6 +132,10 @@ SETUPS: dict[str, Setup] = {
 }
 
 
+# `bone bench --quant`'s methods (issue 13): the quantized base, QLoRA, PEFT MiSS and bone on it
+QUANT_METHODS = ["frozen", "peft-lora", "peft-shard", "peft-bat", "bone-col", "bone-shard"]
+
+
 def get(method: str) -> Setup:
     try:
         return SETUPS[method]
@@ -120,8 +143,9 @@ def get(method: str) -> Setup:
         raise ConfigError(f"unknown bench method {method!r}; choose from {list(SETUPS)}") from None
 
 
-def build_base(cfg: BenchConfig):
-    """A random-weight Llama model, frozen, fp32."""
+def build_base(cfg: BenchConfig, quant: str | None = None):
+    """A random-weight Llama model, frozen, fp32; `quant` (nf4, fp4, int8): its seven projections
+    quantized (`bench.quant`)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -131,6 +155,10 @@ def build_base(cfg: BenchConfig):
                      max_position_embeddings=max(cfg.seq, 64), tie_word_embeddings=False)
     model = LlamaForCausalLM(lc).float()
     model.requires_grad_(False)
+    if quant is not None:
+        from .quant import quantize
+
+        quantize(model, quant, targets())
     return model
 
 
