@@ -39,6 +39,8 @@ class BoneConfig:
     dtype: str | None = "float32"  # adapter parameter and compute dtype; None = each base weight's dtype
     fused: bool = True  # Flash-Bone autograd functions (frugal memory); False = plain autograd reference
     chunk_size: int = 4096  # fused path: output rows of any weight-sized temporary (col W', a dtype-cast W, shard W + dW)
+    cache_merged: bool | str = "auto"  # forwards without autograd (eval, generate) reuse the effective weight, built once per layer until the block or base changes (one (out, in) weight per adapted layer); "auto" = plain bases only (a quantized base would be held dequantized), True = quantized too, False = rebuild every call
+    keep_merged: bool | str = False  # fused col/shard/mini: keep the W' built in forward for backward (one (out, in) tensor per layer until its backward) instead of rebuilding it; False = never (least memory), True = always, "auto" = calls of at most 16 r tokens
 
     def __post_init__(self) -> None:
         from . import variants
@@ -51,7 +53,10 @@ class BoneConfig:
             raise ConfigError(f"BoneConfig.mini_r must be a positive int, got {self.mini_r!r}")
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= float(self.dropout) < 1.0:
             raise ConfigError(f"BoneConfig.dropout must be in [0, 1), got {self.dropout!r}")
-        why = variants.get(self.variant).validate(self.r, self.mini_r, self.dropout)
+        for name in ("keep_merged", "cache_merged"):
+            if not (isinstance(getattr(self, name), bool) or getattr(self, name) == "auto"):
+                raise ConfigError(f"BoneConfig.{name} must be true, false or 'auto', got {getattr(self, name)!r}")
+        why = variants.get(self.variant).validate(self.r, self.mini_r, self.dropout, self.keep_merged)
         if why is not None:
             raise ConfigError(why)
         if self.dtype is not None and self.dtype not in DTYPES:

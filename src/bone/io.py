@@ -294,7 +294,8 @@ def load(model: nn.Module, path: str | os.PathLike, name: str | None = None, **o
 
     name: add it under this name next to the model's other adapters, as the active one
     (`bone.adapters`); None: the single-adapter API ("default", on a model without adapters).
-    overrides: BoneConfig fields that do not change the math (fused, chunk_size, dtype, dropout)."""
+    overrides: BoneConfig fields that do not change the math (fused, chunk_size, keep_merged, cache_merged,
+    dtype, dropout)."""
     require_unadapted(model, name)
     cfg, blocks, _, parts = read(path)
     fixed = {"r", "variant", "mini_r", "target_modules", "exclude_modules", "train_parts"} & set(overrides)

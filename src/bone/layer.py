@@ -13,15 +13,30 @@ Casts happen once at the boundary: the variant function receives the base-dtype 
 `(out, in)` weight and the adapter-dtype block, and its result is cast back to the input's dtype.
 A quantized base (bitsandbytes, `bone.quant`) stays quantized: `frozen()` gives the kernels a
 `WeightRows` that dequantizes rows on demand, and merging refuses (see `bone.merging`).
+
+Inference cache (`BoneConfig.cache_merged`): a forward without autograd (`torch.no_grad`,
+`torch.inference_mode`) runs `x @ W_eff^T + bias` with the adapter's effective weight W_eff (its
+merged weight in the dtype the adapter computes in), built once and kept in the adapter until
+something it was built from may have changed. Its stamp is the version counter, storage address,
+dtype, device and shape of the block and of the base weight: an optimizer step, `copy_`, a load,
+a merge or unmerge (in-place writes to W), `.to()` all change it. The cache is dropped on any
+forward with autograd on, on `train()`, on `.to()`/dtype/device moves, when another adapter of the
+layer runs without autograd, and when the layer's weight is written (`write_weight`), so training
+never holds it. Memory: one `(out, in)` tensor per adapted layer. Writes that bypass the version
+counter (`p.data.copy_(t)`) are not seen: write under `torch.no_grad()` to the parameter itself,
+or call `drop_cache()`. Blocks or weights made under inference mode have no version counter and
+are never cached.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import bases, variants
 from .config import BoneConfig
-from .kernels.weights import frozen_linear
+from .kernels.shard import dropout_p
+from .kernels.weights import dense, frozen_linear, source, stamp
 
 DEFAULT = "default"  # the adapter name of bone.apply / bone.load
 
@@ -37,11 +52,44 @@ class BoneAdapter(nn.Module):
         shape = self.variant.block_shape(out, in_, cfg.r, cfg.mini_r)
         self.block = nn.Parameter(torch.zeros(shape, dtype=cfg.torch_dtype or dtype, device=device))
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout else None
-        self.fn = self.variant.fused(cfg.chunk_size) if cfg.fused else self.variant.forward
+        self.fn = self.variant.fused(cfg.chunk_size, cfg.keep_merged) if cfg.fused else self.variant.forward
+        self._cache: tuple[tuple, Tensor] | None = None  # (stamp, W_eff) of the inference cache
 
     def forward(self, x: Tensor, w, bias: Tensor | None) -> Tensor:
         """x @ W'^T + bias in the adapter's compute dtype; w is the base weight `(out, in)` or a WeightRows."""
+        if torch.is_grad_enabled():
+            self._cache = None
+        elif self._caches(w):
+            weff = self._effective(w)
+            return F.linear(x.to(weff.dtype), weff, None if bias is None else bias.to(weff.dtype))
         return self.fn(x, w, bias, self.block, self.dropout)
+
+    # --- inference cache (see the module docstring) -------------------------------------------
+    def _caches(self, w) -> bool:
+        mode = self.cfg.cache_merged
+        return ((mode is True or (mode == "auto" and isinstance(w, Tensor))) and dropout_p(self.dropout) == 0.0
+                and not self.block.is_inference() and not source(w).is_inference())
+
+    def _effective(self, w) -> Tensor:
+        key = (stamp(self.block), stamp(source(w)))
+        if self._cache is None or self._cache[0] != key:
+            self._cache = None  # the stale weight goes before the new one is built
+            dt = self.variant.out_dtype(w.dtype, self.block.dtype)
+            self._cache = (key, self.merged(dense(w)).to(dt))
+        return self._cache[1]
+
+    def drop_cache(self) -> None:
+        """Forget the inference cache (the next no-grad forward rebuilds it)."""
+        self._cache = None
+
+    def train(self, mode: bool = True) -> "BoneAdapter":
+        if mode:
+            self._cache = None
+        return super().train(mode)
+
+    def _apply(self, fn, recurse=True):
+        self._cache = None
+        return super()._apply(fn, recurse)
 
     def _fp32(self, w_oi: Tensor) -> tuple[Tensor, Tensor]:
         dt = torch.promote_types(w_oi.dtype, torch.float32)
@@ -132,7 +180,12 @@ class BoneLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.merged_name is not None or self.disabled or self.active is None:
             return frozen_linear(x, self.frozen(), self.bias).to(x.dtype)
-        return self.bone_adapters[self.active](x, self.frozen(), self.bias).to(x.dtype)
+        adapter = self.bone_adapters[self.active]
+        if len(self.bone_adapters) > 1 and not torch.is_grad_enabled():  # one inference cache per layer
+            for other in self.bone_adapters.values():
+                if other is not adapter:
+                    other.drop_cache()
+        return adapter(x, self.frozen(), self.bias).to(x.dtype)
 
     def merged_weight(self, name: str | None = None) -> Tensor:
         """W' of adapter `name` (default: active) in storage layout and dtype; fp32 arithmetic."""
@@ -144,6 +197,8 @@ class BoneLinear(nn.Module):
 
     @torch.no_grad()
     def write_weight(self, w: Tensor) -> None:
+        for adapter in self.bone_adapters.values():
+            adapter.drop_cache()
         self.weight.copy_(w)
 
     def to_base(self) -> nn.Module:

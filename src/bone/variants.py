@@ -58,6 +58,7 @@ class Variant:
     needs_inverse: bool = False  # unmerge inverts I + block (refused when ill-conditioned)
     has_input_path: bool = False  # the adapter reads x through its own path (so dropout applies)
     uses_mini_r: bool = False
+    builds_merged: bool = True  # the fused kernel builds W' (or W + dW), so BoneConfig.keep_merged applies
     rwkv_peft_mode: str | None = None  # RWKV-PEFT's name for this variant ("bone", "bat"); None: RWKV-PEFT has no such form
     exact_lora: bool = False  # `lora_factors` gives B, A with B @ A == W' - W whatever W (a LoRA export is exact)
 
@@ -82,7 +83,7 @@ class Variant:
         """The shapes `block_fits` accepts, for error messages, e.g. '(n, 64, 64)'."""
         raise NotImplementedError
 
-    def validate(self, r: int, mini_r: int | None, dropout: float) -> str | None:
+    def validate(self, r: int, mini_r: int | None, dropout: float, keep_merged: bool | str = False) -> str | None:
         """Why a config with these values is invalid for this variant, or None."""
         if self.uses_mini_r and mini_r is None:
             return f"variant={self.name!r} needs mini_r (a divisor of every target layer's out_features)"
@@ -90,16 +91,23 @@ class Variant:
             return f"mini_r is only used by variant='mini' (variant is {self.name!r}); remove it"
         if dropout and not self.has_input_path:
             return f"dropout applies to shard/mini only; variant {self.name!r} has no input path to drop"
+        if keep_merged and not self.builds_merged:
+            return f"keep_merged does nothing for variant {self.name!r} (its kernel never builds W'); remove it"
         return None
 
     # --- computation ------------------------------------------------------------------------
-    def fused(self, chunk_size: int) -> Callable:
-        """The Flash-Bone forward: same signature and gradients as `forward` (see bone.kernels)."""
+    def fused(self, chunk_size: int, keep_merged: bool | str = False) -> Callable:
+        """The Flash-Bone forward: same signature and gradients as `forward` (see bone.kernels;
+        keep_merged as BoneConfig.keep_merged)."""
         raise NotImplementedError
 
     def merged(self, w: Tensor, block: Tensor) -> Tensor:
         """W' from W `(out, in)`; arithmetic in the inputs' dtype (callers pass fp32)."""
         raise NotImplementedError
+
+    def out_dtype(self, w_dtype: torch.dtype, block_dtype: torch.dtype) -> torch.dtype:
+        """The dtype `forward` computes and returns x @ W'^T in: the block's (col, row)."""
+        return block_dtype
 
     def unmerged(self, w_merged: Tensor, block: Tensor) -> Tensor:
         """W from W'; the exact inverse of `merged`."""
@@ -174,8 +182,8 @@ class Col(Variant):
     def block_pattern(self, r, mini_r):
         return f"(n, {r}, {r})"
 
-    def fused(self, chunk_size):
-        return kernels.ColForward(chunk_size)
+    def fused(self, chunk_size, keep_merged=False):
+        return kernels.ColForward(chunk_size, keep_merged)
 
     def per_block(self, block: Tensor) -> Tensor:
         """The block applied at each (a, b), broadcastable to (out/r, in/r, r, r)."""
@@ -206,12 +214,13 @@ class Row(Col):
     peft_type = "BONE_ROW"  # PEFT refuses this type (KeyError) rather than misreading the blocks
     peft_init = "row"
     peft_reads = (("BONE_ROW", "row"),)
+    builds_merged = False  # exact factorisation: W' never exists
     rwkv_peft_mode = "bat"  # its BatLinear: a 3-D (in/r, r, r) block applied per input block
 
     def block_shape(self, out, in_, r, mini_r):
         return (in_ // r, r, r)
 
-    def fused(self, chunk_size):
+    def fused(self, chunk_size, keep_merged=False):
         return kernels.RowForward(chunk_size)
 
     def per_block(self, block):
@@ -254,8 +263,8 @@ class Shard(Variant):
     def block_pattern(self, r, mini_r):
         return f"({r}, out)"
 
-    def fused(self, chunk_size):
-        return kernels.ShardForward(chunk_size)
+    def fused(self, chunk_size, keep_merged=False):
+        return kernels.ShardForward(chunk_size, keep_merged)
 
     def shard(self, block: Tensor, out: int) -> Tensor:
         """The (r, out) matrix M."""
@@ -277,6 +286,9 @@ class Shard(Variant):
 
     def merged(self, w, block):
         return w + self.delta(block, *w.shape)
+
+    def out_dtype(self, w_dtype, block_dtype):
+        return torch.promote_types(w_dtype, block_dtype)  # base product in W's dtype + shard path in the block's
 
     def unmerged(self, w_merged, block):
         return w_merged - self.delta(block, *w_merged.shape)

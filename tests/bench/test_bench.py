@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -28,11 +31,45 @@ def test_cli_smoke(tmp_path, capsys):
     assert rows["bone-col"]["trainable"] == rows["peft-bat"]["trainable"] > 0
     assert rows["bone-col"]["extra_kept_bytes"] < min(rows["bone-col-ref"]["extra_kept_bytes"], rows["peft-bat"]["extra_kept_bytes"])
     assert rows["peft-bat"]["about"] == "PEFT MiSS, init_weights='bat' (col)"
-    assert data["targets"]["col step / peft-bat step (<= 0.95)"] == rows["bone-col"]["step_s"] / rows["peft-bat"]["step_s"]
+    assert data["targets"]["col step / peft-bat step (<= 0.95; --quant <= 0.9)"] == rows["bone-col"]["step_s"] / rows["peft-bat"]["step_s"]
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = capsys.readouterr().out
     assert "| bone-col |" in out and "Flash-Bone col" in out  # result table and the 7B scale table
     assert "issue" not in out.lower()
+
+
+def test_help_does_not_import_torch():
+    probe = ("import contextlib, io, sys\nfrom bone.cli import main\n"
+             "with contextlib.redirect_stdout(io.StringIO()) as out:\n    code = main(['bench', '--help'])\n"
+             "print(code, 'torch' in sys.modules, '--suite' in out.getvalue(), '--shape' in out.getvalue())")
+    src = Path(__file__).parents[2] / "src"
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                       env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"})
+    assert r.stdout.split() == ["0", "False", "True", "True"], r.stderr
+
+
+def test_shape_small_is_the_probe_and_single_fields_override_it():
+    args = bench._parser().parse_args(["--shape", "small", "--layers", "2"])
+    assert bench._config(args) == setups.BenchConfig(hidden=512, intermediate=1536, layers=2, heads=8, vocab=4096,
+                                                     seq=256, batch=2)
+    assert bench._config(bench._parser().parse_args([])) == setups.BenchConfig()
+
+
+def test_keep_suite_reports_both_sides_of_the_trade(tmp_path):
+    """Per token count: step ratios for col/shard with and without keep_merged, and the bytes keeping adds
+    (the merged weights of the adapted projections; a property of the run, not a timing)."""
+    rc = bench.main(TINY + ["--suite=keep", "--tokens=8,512", "--repeats=1", "--warmup=0", f"--out={tmp_path}"])
+    assert rc == 0
+    data = json.loads((tmp_path / "keep.json").read_text())
+    assert list(data) == ["8", "512"] and data["512"]["config"]["batch"] == 2 and data["512"]["config"]["seq"] == 256
+    weights = 4 * 64 * 64 + 3 * 64 * 128  # the seven projections of the one tiny layer, in fp32 elements
+    for result in data.values():
+        rows = result["rows"]
+        assert list(rows) == ["frozen", "bone-col", "bone-col-keep", "bone-shard", "bone-shard-keep"]
+        for v in ("col", "shard"):
+            added = rows[f"bone-{v}-keep"]["extra_kept_bytes"] - rows[f"bone-{v}"]["extra_kept_bytes"]
+            assert added == weights * 4, v
+    assert "| 512 | bone-col-keep |" in (tmp_path / "keep.md").read_text()
 
 
 @pytest.mark.parametrize("args,message", [
@@ -41,12 +78,49 @@ def test_cli_smoke(tmp_path, capsys):
     (["--intermediate=120"], "multiple of r=16"),
     (["--repeats=0"], "--repeats must be >= 1"),
     (["--heads=5"], "divisible by heads=5"),
+    (["--suite=keep", "--tokens=64,300"], "multiple of 256"),
+    (["--suite=keep", "--tokens=x"], "comma-separated whole numbers"),
+    (["--suite=train", "--variants=row"], "choose from"),
+    (["--steps=0"], "--steps must be >= 1"),
+    (["--quant=nf4", "--hidden=96", "--heads=4", "--r=16", "--intermediate=192"], "multiples of 64"),
+    (["--quant=nf4", "--methods=frozen,peft-bat+flash"], r"\['peft-bat\+flash'\] do not run on a quantized base"),
+    (["--quant=int8", "--suite=keep"], "--quant applies to --suite step"),
 ])
 def test_bad_arguments_raise_config_error_and_write_nothing(tmp_path, args, message):
     out = tmp_path / "out"
     with pytest.raises(ConfigError, match=message):
         bench.main(TINY + ["--rss-steps=0", f"--out={out}", *args])
     assert not out.exists()
+
+
+def test_flash_setups_run_peft_layers_on_flash_bone(tmp_path):
+    """peft-*+flash rows: PEFT MiSS after bone.flash keeps what bone keeps, less than PEFT's own bat."""
+    methods = "frozen,peft-bat,peft-bat+flash,bone-col,peft-shard,peft-shard+flash,peft-mini+flash"
+    rc = bench.main(TINY + ["--repeats=1", "--warmup=0", "--rss-steps=0", f"--methods={methods}", f"--out={tmp_path}"])
+    assert rc == 0
+    data = json.loads((tmp_path / "bench.json").read_text())
+    rows, extra = data["rows"], {m: r["extra_kept_bytes"] for m, r in data["rows"].items()}
+    assert list(rows) == methods.split(",") and rows["peft-bat+flash"]["about"].endswith("+ bone.flash")
+    assert extra["peft-bat+flash"] == extra["bone-col"] < extra["peft-bat"]
+    assert extra["peft-shard+flash"] <= extra["peft-shard"]
+    assert rows["peft-bat+flash"]["trainable"] == rows["peft-bat"]["trainable"] > 0
+    ratio = data["targets"]["peft-bat+flash step / peft-bat step (<= 1)"]
+    assert ratio == rows["peft-bat+flash"]["step_s"] / rows["peft-bat"]["step_s"]
+
+
+@pytest.mark.parametrize("quant,bound", [("nf4", 0.4), ("int8", 0.6)])
+def test_quant_runs_every_method_on_the_quantized_base(tmp_path, quant, bound):
+    """--quant: frozen quantized base, QLoRA, PEFT MiSS shard / bat, bone col / shard, the quantized
+    weights' bytes next to bf16 (tiny 64-wide layers: the state is a larger share than at real sizes)."""
+    rc = bench.main(TINY + [f"--quant={quant}", "--repeats=1", "--warmup=0", "--rss-steps=1", f"--out={tmp_path}"])
+    assert rc == 0
+    data = json.loads((tmp_path / "bench.json").read_text())
+    rows, wb = data["rows"], data["weight_bytes"]
+    assert list(rows) == setups.QUANT_METHODS and data["quant"] == quant
+    assert wb["layers"] == 7 and wb["bf16_bytes"] == 2 * (4 * 64 * 64 + 3 * 64 * 128) and wb["ratio"] < bound
+    assert rows["bone-col"]["extra_kept_bytes"] < rows["peft-bat"]["extra_kept_bytes"]
+    assert all(r["peak_rss_mb"] > 0 and r["step_s"] > 0 for r in rows.values())
+    assert f"vs {wb['bf16_bytes'] / 2**20:.2f} MiB in bf16" in (tmp_path / "bench.md").read_text()
 
 
 def test_peft_methods_without_peft_name_the_install(tmp_path, monkeypatch):
@@ -117,3 +191,13 @@ def test_scale_table_llama2_7b_by_hand():
 def test_peak_rss_child():
     rss = measure.child_peak_rss("bone-shard", TINY + ["--rss-steps=1"])
     assert 50 < rss < 16_000
+
+
+@pytest.mark.integration
+def test_train_suite_runs_both_trainers_on_the_same_batches(tmp_path):
+    """One step of bone train and of transformers.Trainer + PEFT on the demo data (the embedded SmolLM2)."""
+    rc = bench.main(["--suite=train", "--variants=shard", "--steps=1", "--repeats=1", "--threads=1", f"--out={tmp_path}"])
+    assert rc == 0
+    rows = json.loads((tmp_path / "train.json").read_text())["rows"]
+    assert set(rows) == {"bone shard", "bone shard, keep_merged=auto", "Trainer + PEFT shard"}
+    assert all(r["step_s"] > 0 for r in rows.values())

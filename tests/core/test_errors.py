@@ -97,6 +97,9 @@ def test_apply_twice_refused(make_llama):
     (dict(variant="shard", dropout=1.0), r"in \[0, 1\)"),
     (dict(dtype="float8"), "use one of"),
     (dict(target_modules=3), "list of names"),
+    (dict(keep_merged="yes"), "keep_merged must be true, false or 'auto', got 'yes'"),
+    (dict(cache_merged=1), "cache_merged must be true, false or 'auto', got 1"),
+    (dict(variant="row", keep_merged="auto"), "keep_merged does nothing for variant 'row'"),
 ])
 def test_config_validation(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):

@@ -28,6 +28,14 @@ def test_gradcheck(case, variant, out, in_, r, mini_r, chunk, transposed):
     assert gradcheck(lambda x, blk: fn(x, w, b, blk, None), (x, blk))
 
 
+@pytest.mark.parametrize("variant,out,in_,r,mini_r,chunk", [c for c in CASES if c[0] != "row"])
+def test_gradcheck_keep_merged(case, variant, out, in_, r, mini_r, chunk):
+    """keep_merged=True: backward reads the merged weight saved in forward (test_kernels_saved shows it is)."""
+    x, w, b, blk = case(variant, out, in_, r, mini_r=mini_r, transposed=True)
+    fn = variants.get(variant).fused(chunk, keep_merged=True)
+    assert gradcheck(lambda x, blk: fn(x, w, b, blk, None), (x, blk))
+
+
 @pytest.mark.parametrize("variant,mini_r", [("shard", None), ("mini", 2)])
 def test_gradcheck_with_dropout(case, variant, mini_r):
     """The mask is redrawn from the saved RNG state in backward; reseeding before each call

@@ -22,11 +22,11 @@ def _run(fn, x, w, b, blk, drop=None, seed=0):
     return y, dx, db
 
 
-def _assert_close_as_reference(variant, x, w, b, blk, chunk=4096, drop=None):
+def _assert_close_as_reference(variant, x, w, b, blk, chunk=4096, drop=None, keep_merged=False):
     """The fused result may differ from the float64 truth at most a few times as much as the
     reference computed in the same dtypes does (plus a few ulps of the output scale)."""
     ref = variants.get(variant).forward
-    fused = _run(variants.get(variant).fused(chunk), x, w, b, blk, drop)
+    fused = _run(variants.get(variant).fused(chunk, keep_merged), x, w, b, blk, drop)
     low = _run(ref, x, w, b, blk, drop)
     d = lambda t: None if t is None else t.detach().double()  # noqa: E731
     truth = _run(ref, d(x), d(w), d(b), d(blk), drop)
@@ -49,6 +49,8 @@ MINI_R = {"col": None, "row": None, "shard": None, "mini": 4}
 def test_dtypes(case, variant, base, adapter):
     x, w, b, blk = case(variant, 32, 24, 8, mini_r=MINI_R[variant], dtype=base, block_dtype=adapter, lead=(3, 7))
     _assert_close_as_reference(variant, x, w, b, blk, chunk=16)
+    if variants.get(variant).builds_merged:
+        _assert_close_as_reference(variant, x, w, b, blk, chunk=16, keep_merged=True)
 
 
 @pytest.mark.parametrize("variant", ["col", "row", "shard", "mini"])
@@ -56,14 +58,17 @@ def test_conv1d_transposed_weight_and_no_bias(case, variant):
     x, w, b, blk = case(variant, 24, 16, 8, mini_r=MINI_R[variant], dtype=torch.float32, transposed=True, bias=False)
     assert not w.is_contiguous()
     _assert_close_as_reference(variant, x, w, b, blk, chunk=8)
+    if variants.get(variant).builds_merged:
+        _assert_close_as_reference(variant, x, w, b, blk, chunk=8, keep_merged="auto")
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(variant=st.sampled_from(["col", "row", "shard", "mini"]), r=st.sampled_from([1, 2, 4, 8]),
        a=st.integers(1, 5), k=st.integers(1, 5), rem=st.integers(0, 7), lead=st.lists(st.integers(1, 4), max_size=3),
-       chunk=st.integers(1, 50), transposed=st.booleans(), base=st.sampled_from([torch.float32, torch.bfloat16]))
-def test_property_shapes(case, variant, r, a, k, rem, lead, chunk, transposed, base):
-    """Any whole-block shape for col/row; any in (ragged) for shard/mini; any chunk size."""
+       chunk=st.integers(1, 50), transposed=st.booleans(), base=st.sampled_from([torch.float32, torch.bfloat16]),
+       keep=st.booleans())
+def test_property_shapes(case, variant, r, a, k, rem, lead, chunk, transposed, base, keep):
+    """Any whole-block shape for col/row; any in (ragged) for shard/mini; any chunk size; merged weight kept or rebuilt."""
     out, in_ = a * r, k * r
     mini_r = None
     if variant in ("shard", "mini"):
@@ -72,7 +77,7 @@ def test_property_shapes(case, variant, r, a, k, rem, lead, chunk, transposed, b
         mini_r = 3 if variant == "mini" else None
     x, w, b, blk = case(variant, out, in_, r, mini_r=mini_r, lead=tuple(lead), dtype=base,
                               block_dtype=torch.float32, transposed=transposed)
-    _assert_close_as_reference(variant, x, w, b, blk, chunk=chunk)
+    _assert_close_as_reference(variant, x, w, b, blk, chunk=chunk, keep_merged=keep and variants.get(variant).builds_merged)
 
 
 @pytest.mark.parametrize("variant", ["shard", "mini"])
@@ -132,6 +137,8 @@ def test_bad_inputs_fail_clearly(case):
         variants.get("diag").fused(64)
     with pytest.raises(ValueError, match="chunk_size"):
         variants.get("col").fused(0)
+    with pytest.raises(ValueError, match="keep_merged must be True, False or 'auto', got 'sometimes'"):
+        variants.get("shard").fused(64, "sometimes")
     x, w, b, blk = case("col", 8, 8, 4, dtype=torch.float32)
     with pytest.raises(UsageError, match="frozen"):
         variants.get("col").fused(64)(x, w.requires_grad_(), b, blk, None)

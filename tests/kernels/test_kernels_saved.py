@@ -44,6 +44,45 @@ def test_shard_keeps_only_slice_sums(case, variant, mini_r, p):
     assert ref_bytes > tokens * r * 4 if p else ref_bytes == tokens * r * 4  # the reference keeps the mask
 
 
+@pytest.mark.parametrize("variant,mini_r", [("col", None), ("shard", None), ("mini", 4)])
+@pytest.mark.parametrize("chunk", [16, 4096])
+def test_keep_merged_keeps_the_merged_weight_and_nothing_else(case, variant, mini_r, chunk):
+    """keep_merged=True saves what the default saves plus exactly W' (col) / W + dW (shard, mini): one
+    `(out, in)` tensor in chunk-row pieces; keep_merged=False saves nothing weight-sized."""
+    out, in_, r = 64, 48, 8
+    x, w, b, blk = case(variant, out, in_, r, mini_r=mini_r, lead=(2, 3), dtype=torch.float32, transposed=True)
+    v = variants.get(variant)
+    skip = {w.untyped_storage().data_ptr(), blk.untyped_storage().data_ptr()}
+    default, _ = _saved(v.fused(chunk), x, w, b, blk)
+    kept, y = _saved(v.fused(chunk, keep_merged=True), x, w, b, blk)
+    assert [s for s, p in default.shapes if torch.Size(s).numel() >= out * in_ and p not in skip] == []
+    assert kept.bytes(skip) - default.bytes(skip) == out * in_ * 4
+    extra = y.grad_fn.saved_tensors[len(default.shapes) - 1:-1]  # (x or s, block, *W' chunks, W)
+    assert len(extra) == -(-out // min(out, chunk)) and all(t.shape[1] == in_ for t in extra)
+    torch.testing.assert_close(torch.cat(extra), v.merged(w, blk.detach()))
+
+
+@pytest.mark.parametrize("variant,mini_r", [("col", None), ("shard", None)])
+def test_keep_merged_auto_keeps_small_calls_only(case, variant, mini_r):
+    """"auto" keeps W' for calls of at most AUTO_TOKENS_PER_R * r tokens; nothing is kept when x needs no gradient
+    (dx is the only reader of W') or, for shard, when dropout is active (that path never folds)."""
+    from bone.kernels import AUTO_TOKENS_PER_R
+
+    out, in_, r = 16, 8, 4
+    limit = AUTO_TOKENS_PER_R * r
+    fn = variants.get(variant).fused(4096, keep_merged="auto")
+
+    def weight_sized(tokens, grad=True, drop=None):
+        x, w, b, blk = case(variant, out, in_, r, mini_r=mini_r, lead=(tokens,), dtype=torch.float32)
+        log, _ = _saved(fn, x.detach().requires_grad_(grad), w, b, blk, drop)
+        return [s for s, p in log.shapes if torch.Size(s).numel() == out * in_ and p != w.untyped_storage().data_ptr()]
+
+    assert weight_sized(limit) == [(out, in_)] and weight_sized(limit + 1) == []
+    assert weight_sized(limit, grad=False) == []
+    if variant == "shard":
+        assert weight_sized(limit, drop=nn.Dropout(0.5)) == []
+
+
 def test_layer_uses_fused_path_by_default():
     """bone.apply with fused=True (the default) keeps no weight-sized tensor; fused=False does."""
     def model():

@@ -5,14 +5,16 @@
                  programs share the cores); methods interleaved round-robin in one process.
   kept bytes     every tensor autograd saves during one forward, recorded by
                  `torch.autograd.graph.saved_tensors_hooks`, summed over unique storages;
-                 storages of model parameters are excluded (they exist whether or not a
-                 backward follows), so a cloned or merged weight counts and the frozen W does not.
+                 storages of model parameters (and of a quantized weight's state) are excluded
+                 (they exist whether or not a backward follows), so a cloned, merged or
+                 dequantized weight counts and the frozen W does not.
   peak RSS       VmHWM of a fresh process that builds one method and runs a few steps (the
                  children run first, while this process is still small).
 """
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -21,6 +23,8 @@ from typing import Callable
 
 import torch
 from torch import nn
+
+from .quant import state_tensors
 
 
 class SavedLog:
@@ -50,7 +54,8 @@ class SavedLog:
 
 
 def param_storages(model: nn.Module) -> set[int]:
-    return {p.untyped_storage().data_ptr() for p in model.parameters()}
+    """Storages of the parameters and of the quantization state of quantized ones (`quant.state_tensors`)."""
+    return {t.untyped_storage().data_ptr() for p in model.parameters() for t in (p, *state_tensors(p))}
 
 
 def loss_of(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
@@ -117,3 +122,11 @@ def child_peak_rss(method: str, argv: list[str], timeout: float = 600) -> float:
     if proc.returncode != 0:
         raise RuntimeError(f"bench: RSS child for {method} failed:\n{proc.stderr[-2000:]}")
     return float(json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"])
+
+
+def load_average() -> float:
+    """The 1-minute load average (how busy the machine was; 0.0 where the OS does not say)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0

@@ -3,52 +3,21 @@
 The base is a Llama-shaped `LlamaForCausalLM` built from a `LlamaConfig` (random weights, fp32,
 no download). Every method adapts Llama's default targets (`bone.inject.DEFAULT_TARGETS["llama"]`:
 q, k, v, o, gate, up, down). A method is one `Setup` in `SETUPS`; a new one is one more entry.
-Importing this module does not import torch (`bone bench --help` lists the methods without it).
+Importing this module does not import torch (`bone bench --help` lists SETUPS); building does.
 """
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from ..config import BoneConfig
 from ..errors import ConfigError
-
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
-
+from .config import BenchConfig
 
 def targets() -> list[str]:
-    """The projections every method adapts: Llama's default targets."""
+    """Llama's default Bone targets: the seven projections."""
     from ..inject import DEFAULT_TARGETS
 
     return list(DEFAULT_TARGETS["llama"])
-
-
-@dataclass
-class BenchConfig:
-    hidden: int = 1024  # Llama hidden size
-    intermediate: int = 2816  # MLP width (a multiple of r and mini_r)
-    layers: int = 2  # decoder layers
-    heads: int = 16  # attention heads (no GQA: kv heads = heads)
-    vocab: int = 1024  # vocabulary (small, so the frozen lm_head does not dominate)
-    seq: int = 256  # tokens per sequence
-    batch: int = 2  # sequences per step
-    r: int = 64  # Bone / MiSS block size
-    mini_r: int = 64  # mini's shard width
-    lora_r: int = 32  # LoRA rank (PEFT's MiSS benchmark compares against r=32)
-    seed: int = 0  # weights and batch
-
-    def check(self) -> None:
-        for name in ("hidden", "intermediate", "layers", "heads", "vocab", "seq", "batch", "r", "mini_r", "lora_r"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
-        if self.hidden % self.heads:
-            raise ConfigError(f"hidden={self.hidden} must be divisible by heads={self.heads}")
-        for name in ("hidden", "intermediate"):
-            value = getattr(self, name)
-            if value % self.r or value % self.mini_r:
-                raise ConfigError(f"{name}={value} must be a multiple of r={self.r} and mini_r={self.mini_r}")
 
 
 class Setup:
@@ -56,9 +25,10 @@ class Setup:
 
     about: str
     needs_peft: bool = False  # adapt() imports PEFT
+    on_quantized: bool = True  # runs on a --quant base
     color: str = "tab:gray"  # its bars in bench.png
 
-    def adapt(self, model: nn.Module, cfg: BenchConfig) -> nn.Module:
+    def adapt(self, model, cfg: BenchConfig):
         """`model` (a fresh copy of the base) with this method applied."""
         raise NotImplementedError
 
@@ -87,23 +57,40 @@ class PeftMiss(Setup):
     needs_peft, color = True, "tab:orange"
 
     def __init__(self, variant: str):
-        self.variant_name = variant
-
-    @property
-    def variant(self):
-        from .. import variants
-
-        return variants.get(self.variant_name)
+        self.variant = variant
 
     @property
     def about(self) -> str:
-        return f"PEFT MiSS, init_weights={self.variant.peft_init!r} ({self.variant_name})"
+        from .. import variants
+
+        return f"PEFT MiSS, init_weights={variants.get(self.variant).peft_init!r} ({self.variant})"
 
     def adapt(self, model, cfg):
         import peft
 
-        pc = peft.MissConfig(r=cfg.r, init_weights=self.variant.peft_init, mini_r=cfg.mini_r, target_modules=targets())
+        from .. import variants
+
+        pc = peft.MissConfig(r=cfg.r, init_weights=variants.get(self.variant).peft_init, mini_r=cfg.mini_r,
+                             target_modules=targets())
         return peft.get_peft_model(model, pc)
+
+
+class PeftMissFlash(PeftMiss):
+    """PEFT MiSS after `bone.flash`: PEFT's layers running the Flash-Bone kernels (issue 12)."""
+    color, on_quantized = "tab:purple", False
+
+    @property
+    def about(self) -> str:
+        return super().about + " + bone.flash"
+
+    def adapt(self, model, cfg):
+        from ..integrations import flash, flashed_layers
+
+        model = flash(super().adapt(model, cfg))
+        n, want = len(flashed_layers(model)), len(targets()) * cfg.layers
+        if n != want:  # PEFT's own path would be measured under the flash name
+            raise RuntimeError(f"bone.flash took {n} of the {want} MiSS layers")
+        return model
 
 
 class Bone(Setup):
@@ -111,20 +98,18 @@ class Bone(Setup):
 
     color = "tab:blue"
 
-    def __init__(self, variant: str, fused: bool = True):
-        self.variant_name, self.fused = variant, fused
+    def __init__(self, variant: str, fused: bool = True, keep_merged: bool = False):
+        self.variant, self.fused, self.keep_merged = variant, fused, keep_merged
         how = "Flash-Bone (fused)" if fused else "plain autograd reference (fused=False)"
-        self.about = f"bone {variant}, {how}"
+        self.about = f"bone {variant}, {how}" + (", merged weight kept for backward (keep_merged=True)" if keep_merged else "")
 
     def adapt(self, model, cfg):
         from .. import variants
-        from ..config import BoneConfig
         from ..inject import apply
 
-        variant = variants.get(self.variant_name)
-        mini_r = cfg.mini_r if variant.uses_mini_r else None
-        return apply(model, BoneConfig(r=cfg.r, variant=variant.name, mini_r=mini_r, target_modules=targets(),
-                                       fused=self.fused))
+        mini_r = cfg.mini_r if variants.get(self.variant).uses_mini_r else None
+        return apply(model, BoneConfig(r=cfg.r, variant=self.variant, mini_r=mini_r, target_modules=targets(),
+                                       fused=self.fused, keep_merged=self.keep_merged))
 
 
 # method name -> its setup (also the row order of the report)
@@ -134,12 +119,21 @@ SETUPS: dict[str, Setup] = {
     "peft-shard": PeftMiss("shard"),
     "peft-bat": PeftMiss("col"),
     "peft-mini": PeftMiss("mini"),
+    "peft-bat+flash": PeftMissFlash("col"),
+    "peft-shard+flash": PeftMissFlash("shard"),
+    "peft-mini+flash": PeftMissFlash("mini"),
     "bone-col": Bone("col"),
     "bone-row": Bone("row"),
     "bone-shard": Bone("shard"),
     "bone-mini": Bone("mini"),
     "bone-col-ref": Bone("col", fused=False),
+    "bone-col-keep": Bone("col", keep_merged=True),
+    "bone-shard-keep": Bone("shard", keep_merged=True),
 }
+
+
+# `bone bench --quant`'s methods (issue 13): the quantized base, QLoRA, PEFT MiSS and bone on it
+QUANT_METHODS = ["frozen", "peft-lora", "peft-shard", "peft-bat", "bone-col", "bone-shard"]
 
 
 def get(method: str) -> Setup:
@@ -149,8 +143,9 @@ def get(method: str) -> Setup:
         raise ConfigError(f"unknown bench method {method!r}; choose from {list(SETUPS)}") from None
 
 
-def build_base(cfg: BenchConfig) -> nn.Module:
-    """A random-weight Llama model, frozen, fp32."""
+def build_base(cfg: BenchConfig, quant: str | None = None):
+    """A random-weight Llama model, frozen, fp32; `quant` (nf4, fp4, int8): its seven projections
+    quantized (`bench.quant`)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -160,10 +155,14 @@ def build_base(cfg: BenchConfig) -> nn.Module:
                      max_position_embeddings=max(cfg.seq, 64), tie_word_embeddings=False)
     model = LlamaForCausalLM(lc).float()
     model.requires_grad_(False)
+    if quant is not None:
+        from .quant import quantize
+
+        quantize(model, quant, targets())
     return model
 
 
-def make(method: str, base: nn.Module, cfg: BenchConfig) -> nn.Module:
+def make(method: str, base, cfg: BenchConfig):
     """A fresh copy of `base` adapted by `method` (a key of SETUPS), in train mode."""
     model = get(method).adapt(copy.deepcopy(base), cfg)
     # Every method computes dL/dx through every layer, so the frozen base does the same backward.
@@ -171,7 +170,7 @@ def make(method: str, base: nn.Module, cfg: BenchConfig) -> nn.Module:
     return model.train()
 
 
-def batch(cfg: BenchConfig) -> torch.Tensor:
+def batch(cfg: BenchConfig):
     """Token ids `(batch, seq)`, also used as labels."""
     import torch
 
@@ -179,5 +178,5 @@ def batch(cfg: BenchConfig) -> torch.Tensor:
     return torch.randint(0, cfg.vocab, (cfg.batch, cfg.seq), generator=gen)
 
 
-def trainable(model: nn.Module) -> list[nn.Parameter]:
+def trainable(model) -> list:
     return [p for p in model.parameters() if p.requires_grad]

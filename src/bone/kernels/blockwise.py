@@ -51,46 +51,50 @@ def _col_merged(w3: Tensor, bc: Tensor) -> Tensor:
 
 
 class ColFn(Function):
-    """y = x W'^T + bias for col; see the module docstring."""
+    """y = x W'^T + bias for col; see the module docstring. keep=True saves the W' chunks built in
+    forward for backward's dx (one `(out, in)` tensor per call) instead of rebuilding them."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, w, bias: Tensor | None, block: Tensor, chunk_size: int) -> Tensor:
+    def forward(ctx, x: Tensor, w, bias: Tensor | None, block: Tensor, chunk_size: int, keep: bool = False) -> Tensor:
         wr = weights.as_rows(w)
         dt, (out, in_), r = block.dtype, wr.shape, block.shape[-1]
         rows = _rows(chunk_size, r, out)
+        keep = keep and ctx.needs_input_grad[0]  # only dx reads W'
         x2 = x.reshape(-1, in_).to(dt)
         bias = None if bias is None else bias.to(dt)
-        chunks = []
+        chunks, kept = [], []
         for o0 in range(0, out, rows):
             wp = _col_merged(_blocks3(wr.rows(o0, o0 + rows, dt), r), block[o0 // r:(o0 + rows) // r])
             chunks.append(torch.nn.functional.linear(x2, wp, None if bias is None else bias[o0:o0 + rows]))
+            if keep:
+                kept.append(wp)
         y = chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
-        weights.save(ctx, w, x, block)
+        weights.save(ctx, w, x, block, *kept)
         ctx.rows = rows
         return y.view(*x.shape[:-1], out)
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        wr, x, block = weights.saved(ctx)
+        wr, x, block, *kept = weights.saved(ctx)
         dt, (out, in_), r, rows = block.dtype, wr.shape, block.shape[-1], ctx.rows
         need_x, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
         g2 = g.reshape(-1, out).to(dt)
         x2 = x.reshape(-1, in_).to(dt)
         dx = torch.zeros_like(x2) if need_x and out > rows else None
         db = torch.empty_like(block) if need_b else None
-        for o0 in range(0, out, rows):
+        for i, o0 in enumerate(range(0, out, rows)):
             a0, a1 = o0 // r, (o0 + rows) // r
-            w3 = _blocks3(wr.rows(o0, o0 + rows, dt), r)
             gc = g2[:, o0:o0 + rows]
+            w3 = _blocks3(wr.rows(o0, o0 + rows, dt), r) if need_b or not kept else None
             if need_x:
-                wp = _col_merged(w3, block[a0:a1])
+                wp = kept[i] if kept else _col_merged(w3, block[a0:a1])
                 dx = gc @ wp if dx is None else dx.addmm_(gc, wp)
             if need_b:
                 gram = (gc.t() @ x2).view(w3.shape)  # G for these output rows, blocked like w3
                 wg = torch.bmm(gram.transpose(1, 2), w3).transpose(1, 2)  # sum_b W^T G (this order is the fast one)
                 torch.add(wg, gram.view(-1, r, in_ // r, r).sum(2), out=db[a0:a1])  # + sum_b G
         dx = None if dx is None else dx.to(x.dtype).view(x.shape)
-        return dx, None, None, db, None
+        return dx, None, None, db, None, None
 
 
 def _linear_cast(x2: Tensor, wr: weights.WeightRows, dt: torch.dtype, rows: int) -> Tensor:

@@ -64,6 +64,12 @@ def _redraw_mask(like: Tensor, p: float, state: Tensor) -> Tensor:
         return F.dropout(torch.ones_like(like), p, True)
 
 
+def _shard_t(block: Tensor, out: int) -> Tensor:
+    """M^T `(out, r)`, contiguous (mini's Dm repeated along out)."""
+    n = block.shape[1]
+    return block.t().contiguous() if n == out else block.t().repeat(out // n, 1)
+
+
 def _merged_chunks(wr: weights.WeightRows, mt: Tensor, rows: int):
     """(o0, W'[o0:o0+rows]) with W' = W + M^T tiled along in; mt = M^T `(out, r)`."""
     for o0 in range(0, wr.shape[0], rows):
@@ -71,33 +77,41 @@ def _merged_chunks(wr: weights.WeightRows, mt: Tensor, rows: int):
 
 
 class ShardFn(Function):
-    """y = x W^T + bias + slice_sum(dropout(x)) @ M for shard/mini; see the module docstring."""
+    """y = x W^T + bias + slice_sum(dropout(x)) @ M for shard/mini; see the module docstring.
+    keep=True (folded path only) saves the W + dW chunks built in forward for backward's dx (one
+    `(out, in)` tensor per call) instead of folding again."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, w, bias: Tensor | None, block: Tensor, p: float, chunk_size: int) -> Tensor:
+    def forward(ctx, x: Tensor, w, bias: Tensor | None, block: Tensor, p: float, chunk_size: int, keep: bool = False) -> Tensor:
         wr = weights.as_rows(w)
         dt, (out, in_), (r, n) = block.dtype, wr.shape, block.shape
         ctx.rng_state = _rng_state(x.device) if p else None
         ctx.merge = not p and wr.folds(dt)
+        keep = keep and ctx.merge and ctx.needs_input_grad[0]  # only dx reads W + dW
         rows = max(1, min(out, chunk_size))
         xd = F.dropout(x, p, True) if p else x
         s = slice_sum(xd.reshape(-1, in_), r, dt)
+        kept = []
         if ctx.merge:
-            x2, mt = x.reshape(-1, in_), block.t().repeat(out // n, 1)
-            ys = [F.linear(x2, wp, None if bias is None else bias[o0:o0 + rows]) for o0, wp in _merged_chunks(wr, mt, rows)]
+            x2, mt = x.reshape(-1, in_), _shard_t(block, out)
+            ys = []
+            for o0, wp in _merged_chunks(wr, mt, rows):
+                ys.append(F.linear(x2, wp, None if bias is None else bias[o0:o0 + rows]))
+                if keep:
+                    kept.append(wp)
             y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)
         else:
             u = s @ block  # (T, n)
             base = wr.linear(x, bias).reshape(-1, out // n, n)
             y = base + u[:, None, :] if base.dtype != u.dtype else base.add_(u[:, None, :])
-        weights.save(ctx, w, s, block)
+        weights.save(ctx, w, s, block, *kept)
         ctx.x_meta = (x.shape, x.dtype)
         ctx.p, ctx.rows = p, rows
         return y.view(*x.shape[:-1], out)
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        wr, s, block = weights.saved(ctx)
+        wr, s, block, *kept = weights.saved(ctx)
         dt, (out, in_), n = block.dtype, wr.shape, block.shape[1]
         x_shape, x_dtype = ctx.x_meta
         g2 = g.reshape(-1, out)
@@ -106,8 +120,9 @@ class ShardFn(Function):
         if ctx.needs_input_grad[3]:
             db = s.t() @ gs
         if ctx.needs_input_grad[0] and ctx.merge:
-            mt, gw = block.t().repeat(out // n, 1), g2.to(wr.dtype)  # g is in the autocast dtype under autocast
-            for o0, wp in _merged_chunks(wr, mt, ctx.rows):
+            folded = zip(range(0, out, ctx.rows), kept) if kept else _merged_chunks(wr, _shard_t(block, out), ctx.rows)
+            gw = g2.to(wr.dtype)  # g is in the autocast dtype under autocast
+            for o0, wp in folded:
                 gc = gw[:, o0:o0 + ctx.rows]
                 dx = gc @ wp if dx is None else dx.addmm_(gc, wp)
             dx = dx.to(x_dtype).view(x_shape)
@@ -120,4 +135,4 @@ class ShardFn(Function):
             else:
                 add_tiled_(dx, ds)
             dx = dx.to(x_dtype).view(x_shape)
-        return dx, None, None, db, None, None
+        return dx, None, None, db, None, None, None

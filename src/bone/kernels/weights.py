@@ -15,6 +15,8 @@ Every kernel reads W `(out, in)` through this interface, so a plain tensor and a
   grad_input(g, rows)    g W, `rows` output rows of W at a time when W is not stored plainly
   dense()        the whole W as a tensor, for the pure reference path: a plain weight itself, a
                  quantized one dequantized in fp32
+  source()       the frozen tensor that stores W (a plain weight, a quantized layer's packed codes):
+                 `stamp(source())` changes whenever W may have been written (see `stamp`)
 
 `DenseRows` wraps a plain tensor (possibly a transposed view, as transformers' Conv1D weight.t()).
 `frozen_linear` is the base layer alone (a merged, disabled or adapter-less BoneLinear): F.linear
@@ -64,6 +66,10 @@ class WeightRows:
     def dense(self) -> Tensor:
         return self.rows(0, self.shape[0], torch.float32)
 
+    def source(self) -> Tensor:
+        """The frozen tensor that stores W (subclasses keep it as `weight`)."""
+        return self.weight
+
 
 class DenseRows(WeightRows):
     """A plain weight tensor `(out, in)` (any strides)."""
@@ -92,6 +98,9 @@ class DenseRows(WeightRows):
     def dense(self):
         return self.w
 
+    def source(self):
+        return self.w
+
 
 def as_rows(w: Tensor | WeightRows) -> WeightRows:
     """`w` itself when it is a WeightRows, else a DenseRows around the tensor."""
@@ -101,6 +110,18 @@ def as_rows(w: Tensor | WeightRows) -> WeightRows:
 def dense(w: Tensor | WeightRows) -> Tensor:
     """The whole weight as a tensor: `w` itself, or a WeightRows' `dense()` (the reference path)."""
     return w if isinstance(w, Tensor) else w.dense()
+
+
+def source(w: Tensor | WeightRows) -> Tensor:
+    """The frozen tensor that stores the weight: `w` itself, or a WeightRows' `source()`."""
+    return w if isinstance(w, Tensor) else w.source()
+
+
+def stamp(t: Tensor) -> tuple:
+    """What changes whenever `t` may have been written through autograd-visible ops: its version
+    counter (in-place ops, `copy_`, optimizer steps), storage address (`.data =`, a load that
+    replaces the tensor), dtype, device and shape. Writes through `.data` bypass the counter."""
+    return (t._version, t.data_ptr(), t.dtype, t.device, tuple(t.shape))
 
 
 def save(ctx, w: Tensor | WeightRows, *tensors: Tensor | None) -> None:

@@ -11,13 +11,16 @@ read_trained, label), what differs between model families from `bone.models.fami
 
 Loss: each optimizer step sums token cross-entropy over every supervised token of the global batch
 (all micro-batches of all processes) and divides by their global count, so the gradient is the
-same whatever the split into processes and accumulation steps.
+same whatever the split into processes and accumulation steps. Models that take `logits_to_keep`
+(Hugging Face causal LMs, bone's RWKV) compute logits only at the scored positions
+(`bone.loss.scored_mask`): prompt and padding positions skip the output head and its softmax.
 
 Failures agree across processes: a non-finite step (guard.py) is found from all-reduced values, and
 a write that fails on one process (a full disk) is raised on every process, so none waits forever.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import shutil
 import signal
@@ -34,7 +37,7 @@ from ..config import to_torch_dtype
 from ..data import collate, load_records, to_examples, tokenize_examples
 from ..errors import ConfigError, UsageError, require
 from ..eval import eval_data, evaluate, write_results
-from ..loss import next_token_loss, supervised_tokens
+from ..loss import next_token_loss, scored_mask, supervised_tokens
 from ..models import family_of_model, load_model, load_tokenizer
 from ..options import render_yaml
 from . import checkpoint as ckpt
@@ -85,6 +88,7 @@ class Trainer:
         self.model = self.optimizer = self.scheduler = None
         self.bare = None  # the model without the launch's wrapper (launch.unwrap)
         self.params: list[torch.nn.Parameter] = []
+        self.scores_only = False  # the model takes logits_to_keep: logits only where the loss looks
         self.guard: NonFiniteGuard | None = None
         # position: optimizer steps done, epoch, step within the epoch, tokens seen
         self.step = self.epoch = self.pos = self.tokens_seen = 0
@@ -141,6 +145,7 @@ class Trainer:
         model = load_model(cfg.model.path, dtype=to_torch_dtype(cfg.model.dtype), quantize=cfg.model.quant())
         family = family_of_model(model)
         family.prepare(model, self.tokenizer)
+        self.scores_only = "logits_to_keep" in inspect.signature(model.forward).parameters
         model = self.method.apply(model, cfg)
         if cfg.model.gradient_checkpointing:
             family.enable_gradient_checkpointing(model)
@@ -266,7 +271,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=device)
         for batch in batches:  # accumulate(): gradients sync (and DeepSpeed steps) on the last micro-batch
             with acc.accumulate(self.model):
-                part = next_token_loss(self.model(input_ids=batch["input_ids"]).logits, batch["labels"], "sum")
+                part = self._loss_sum(batch)
                 # backward divides by the accumulation count and DDP/FSDP/ZeRO average over processes
                 acc.backward(part * world * len(batches) / max(supervised, 1.0))
             loss_sum += part.detach()
@@ -281,6 +286,14 @@ class Trainer:
         if not skip:
             self.guard.check_params(step)
         return {"loss": loss, "lr": lr, "tokens": tokens, "grad_norm": grad_norm, "skipped": skip}
+
+    def _loss_sum(self, batch: dict) -> torch.Tensor:
+        """The summed next-token loss of one micro-batch (see the module docstring)."""
+        ids, labels = batch["input_ids"], batch["labels"]
+        if not self.scores_only:
+            return next_token_loss(self.model(input_ids=ids).logits, labels, "sum")
+        logits = self.model(input_ids=ids, logits_to_keep=scored_mask(labels)).logits
+        return next_token_loss(logits, labels, "sum", scored=logits.dim() == 2)  # 3-D: the model kept every position
 
     def _loop(self, stop_at: int | None) -> int:
         cfg = self.cfg

@@ -4,6 +4,8 @@ Module names equal BlinkDL's checkpoint keys (`emb`, `blocks.N.{ln0,ln1,ln2,att,
 `head`), so `model.state_dict()` has exactly the keys of the .pth it was loaded from.
 `model(input_ids=ids, labels=None)` returns `.logits` (B, T, vocab), `.loss` (`bone.loss.next_token_loss`,
 mean over the supervised tokens) and `.state` (per layer: att shift, WKV state, ffn shift) for continuing.
+`logits_to_keep` as in transformers: a (B, T) bool mask gives the logits of those positions only,
+flattened `(N, vocab)` (what the trainer scores, `bone.loss.scored_mask`); 0 keeps all.
 """
 from __future__ import annotations
 
@@ -99,6 +101,7 @@ class RWKVForCausalLM(nn.Module):
         labels: Tensor | None = None,
         attention_mask: Tensor | None = None,
         state: list | None = None,
+        logits_to_keep: Tensor | int = 0,
     ) -> RWKVCausalLMOutput:
         """input_ids (B, T) -> logits (B, T, vocab); `state` (from a previous call) continues a sequence."""
         if input_ids.dim() != 2 or input_ids.shape[1] == 0:
@@ -114,6 +117,14 @@ class RWKVForCausalLM(nn.Module):
             else:
                 x, v_first, layer_state = block(x, v_first, layer_state)
             new_state.append(layer_state)
+        if isinstance(logits_to_keep, Tensor):
+            if logits_to_keep.dtype != torch.bool or logits_to_keep.shape != input_ids.shape:
+                raise UsageError(f"logits_to_keep must be a bool mask shaped like input_ids {tuple(input_ids.shape)}")
+            if labels is not None:
+                raise UsageError("logits_to_keep with labels: score the kept logits with bone.loss.next_token_loss(scored=True)")
+            x = x[logits_to_keep]
+        elif logits_to_keep:
+            raise UsageError("logits_to_keep takes a bool mask (or 0 for every position)")
         logits = self.head(self.ln_out(x))
         loss = next_token_loss(logits, labels) if labels is not None else None
         return RWKVCausalLMOutput(loss=loss, logits=logits, state=new_state)
