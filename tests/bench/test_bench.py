@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from bone import bench
 from bone.bench import measure, setups
@@ -139,10 +140,11 @@ def test_bad_argument_is_one_line_on_the_command_line(tmp_path, capsys):
 
 
 def test_every_method_is_built_as_described():
-    """Each setup adapts the seven Llama projections (DEFAULT_TARGETS["llama"]) and nothing else."""
+    """Each setup adapts the seven Llama projections (DEFAULT_TARGETS["llama"]) and nothing else, and
+    one training step of it moves every trained tensor."""
     cfg = setups.BenchConfig(hidden=64, intermediate=128, layers=1, heads=4, vocab=128, seq=16, batch=2, r=16,
                              mini_r=16, lora_r=4)
-    base = setups.build_base(cfg)
+    base, ids = setups.build_base(cfg), setups.batch(cfg)
     layer = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
              "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
     for name in setups.SETUPS:
@@ -151,6 +153,10 @@ def test_every_method_is_built_as_described():
         touched = {t for t in layer if any(f"layers.0.{t}." in n for n in trained)}
         assert touched == (set() if name == "frozen" else set(layer)), name
         assert len(trained) == (0 if name == "frozen" else 14 if name == "peft-lora" else 7), name
+        params = setups.trainable(model)
+        before = [p.detach().clone() for p in params]
+        measure.stepper(model, params, ids)()
+        assert all(not torch.equal(a, p) for a, p in zip(before, params)), name
 
 
 # scale.py row -> the bench method that runs it
