@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 import bone
 from bone.errors import ConfigError
-from bone.train.trainer import Trainer, lr_factor
+from bone.train.trainer import Trainer
 from tiny import config
 
 BLOCKS = "adapter/adapter_model.safetensors"
@@ -21,14 +21,6 @@ def run(cfg, **kw):
     trainer = Trainer(cfg, **{k: kw.pop(k) for k in ("resume", "overwrite") if k in kw}).setup()
     code = trainer.run(**kw)
     return trainer, code
-
-
-def test_lr_schedule():
-    cos = [lr_factor(s, warmup=2, total=10, kind="cosine") for s in range(10)]
-    assert cos[:2] == [0.5, 1.0] and cos[2] == 1.0 and cos[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 7 / 8)))
-    assert all(a >= b for a, b in zip(cos[1:], cos[2:]))
-    assert [lr_factor(s, warmup=0, total=4, kind="linear") for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
-    assert lr_factor(7, warmup=0, total=4, kind="constant") == 1.0
 
 
 def test_train_writes_adapter_checkpoints_metrics_and_plot(model_dir, tmp_path):

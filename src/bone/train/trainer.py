@@ -21,12 +21,10 @@ a write that fails on one process (a full disk) is raised on every process, so n
 from __future__ import annotations
 
 import inspect
-import math
 import shutil
 import signal
 import time
 from contextlib import nullcontext
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -41,7 +39,7 @@ from ..loss import next_token_loss, scored_mask, supervised_tokens
 from ..models import family_of_model, load_model, load_tokenizer
 from ..options import render_yaml
 from . import checkpoint as ckpt
-from . import collective, launch, sharded
+from . import collective, launch, optim, sharded
 from .config import TrainConfig
 from .guard import NonFiniteGuard
 from .monitor import Monitor, plot_loss
@@ -49,16 +47,6 @@ from .rundir import RunDir
 from .sampler import BatchPlan
 
 STOP_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143}  # signal -> exit status after a clean stop
-
-
-def lr_factor(step: int, *, warmup: int, total: int, kind: str) -> float:
-    """Multiplier of the peak lr for optimizer step `step` (0-based): linear warmup, then decay to 0."""
-    if step < warmup:
-        return (step + 1) / warmup
-    if kind == "constant":
-        return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * progress)) if kind == "cosine" else max(0.0, 1.0 - progress)
 
 
 def _count(m: dict) -> str:
@@ -155,15 +143,9 @@ class Trainer:
     def _setup_optim(self) -> None:
         """AdamW over the method's trainable parameters (in the method's parameter groups, each naming its
         parameters under "names"), the lr schedule, and Accelerate's prepare."""
-        acc, o, s = self.acc, self.cfg.optim, self.cfg.schedule
-        named = dict(self.method.trainable(self.model))
-        groups = [{"params": [named[n] for n in names], "lr": lr, "names": names}
-                  for names, lr in self.method.param_groups(self.model, self.cfg)]
-        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay)
+        acc = self.acc
         # the scheduler is stepped by hand once per optimizer step (not prepared: Accelerate would step it per process)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, partial(lr_factor, warmup=s.warmup_steps, total=self.total_steps, kind=s.scheduler)
-        )
+        optimizer, self.scheduler = optim.build(self.method, self.model, self.cfg, self.total_steps)
         if acc.distributed_type == DistributedType.DEEPSPEED:
             launch.fill_deepspeed_config(acc, self.cfg)
         self.model, self.optimizer = acc.prepare(self.model, optimizer)
