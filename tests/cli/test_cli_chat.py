@@ -98,7 +98,16 @@ class StopAfter(io.StringIO):
         return written
 
 
-def test_ctrl_c_stops_a_reply_and_keeps_it(model_dir, adapters):
+@pytest.fixture
+def ctrl_c():
+    """SIGINT raises KeyboardInterrupt, as in a terminal, also where this process was started with SIGINT
+    ignored (a background job of a non-interactive shell: Python then leaves it ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_stops_a_reply_and_keeps_it(model_dir, adapters, ctrl_c):
     args = chat_command.parse(["--model", str(model_dir), "--adapter", str(adapters["alpha"]), "--max-new-tokens", "40"])
     loaded = inference.Loaded(args, inference.adapter_specs(args.adapter))
     session = ChatSession(loaded.model, loaded.tokenizer, loaded.format("alpha"), inference.generation_config(args),
