@@ -104,3 +104,24 @@ def compare_config(model_dir: Path, out_dir: Path, **extra):
     from bone.compare import load_compare_config
 
     return load_compare_config(None, compare_overrides(model_dir, out_dir, **extra))
+
+
+def config_header(path: Path) -> str:
+    """The leading comment block of a config file (what it claims and the commands that run it), unprefixed."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("# "))
+    return "\n".join(lines)
+
+
+def header_processes(text: str, root: Path) -> int:
+    """The process count of the Accelerate config a header launches with (`--config_file`, relative
+    to `root`); 1 without one."""
+    import re
+
+    import yaml
+
+    found = re.search(r"--config_file (\S+)", text)
+    return yaml.safe_load((root / found[1]).read_text())["num_processes"] if found else 1

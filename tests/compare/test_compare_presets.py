@@ -7,26 +7,12 @@ import shlex
 from pathlib import Path
 
 import pytest
-import yaml
 
 from bone.compare import load_compare_config
+from tiny import config_header, header_processes
 
 ROOT = Path(__file__).parents[2]
 PRESETS = sorted((ROOT / "configs").glob("compare-*.yaml"))
-
-
-def header(path: Path) -> str:
-    lines = []
-    for line in path.read_text().splitlines():
-        if not line.startswith("#"):
-            break
-        lines.append(line.lstrip("# "))
-    return "\n".join(lines)
-
-
-def processes(text: str) -> int:
-    found = re.search(r"--config_file (\S+)", text)
-    return yaml.safe_load((ROOT / found[1]).read_text())["num_processes"] if found else 1
 
 
 # (phrase in the header, what the config must then hold); m is the match, n the process count
@@ -66,8 +52,8 @@ def test_presets_are_shipped():
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
 def test_preset_sets_what_its_header_says(path):
     """Header lines that start with --quick describe the config with its quick overrides."""
-    lines = header(path).splitlines()
-    n = processes(header(path))
+    lines = config_header(path).splitlines()
+    n = header_processes(config_header(path), ROOT)
     checked = []
     for quick in (False, True):
         text = "\n".join(ln for ln in lines if ln.startswith("--quick") == quick)
@@ -81,7 +67,7 @@ def test_preset_sets_what_its_header_says(path):
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
 def test_header_commands_load(path):
-    commands = [shlex.split(line) for line in header(path).splitlines() if re.match(r"(bone compare|accelerate launch) ", line)]
+    commands = [shlex.split(line) for line in config_header(path).splitlines() if re.match(r"(bone compare|accelerate launch) ", line)]
     assert commands
     for argv in commands:
         rest = argv[argv.index("compare") + 1:]

@@ -15,26 +15,12 @@ import pytest
 import yaml
 
 from bone.train import load_config
+from tiny import config_header, header_processes
 
 ROOT = Path(__file__).parents[2]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 TRAIN_CONFIGS = [p for p in CONFIGS if "accelerate" not in p.name and not p.name.startswith("compare-")]  # compare-*: tests/compare
 LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def header(path: Path) -> str:
-    lines = []
-    for line in path.read_text().splitlines():
-        if not line.startswith("#"):
-            break
-        lines.append(line.lstrip("# "))
-    return "\n".join(lines)
-
-
-def processes(text: str) -> int:
-    """The process count of the Accelerate config the header launches with (1 without one)."""
-    found = re.search(r"--config_file (\S+)", text)
-    return yaml.safe_load((ROOT / found[1]).read_text())["num_processes"] if found else 1
 
 
 # (phrase in the header, what the config must then hold); m is the match, n the process count
@@ -79,8 +65,8 @@ def test_configs_are_shipped():
 
 @pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: p.name)
 def test_train_config_sets_what_its_header_says(path):
-    text = header(path)
-    cfg, n = load_config(path), processes(text)
+    text = config_header(path)
+    cfg, n = load_config(path), header_processes(text, ROOT)
     checked = []
     for pattern, holds in CLAIMS:
         for m in re.finditer(pattern, text):
@@ -91,7 +77,7 @@ def test_train_config_sets_what_its_header_says(path):
 
 @pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: p.name)
 def test_header_commands_run_this_config_and_their_overrides_load(path):
-    commands = [shlex.split(line)[line.split().index("train") + 1:] for line in header(path).splitlines()
+    commands = [shlex.split(line)[line.split().index("train") + 1:] for line in config_header(path).splitlines()
                 if re.search(r"\bbone train\b", line)]
     assert commands, f"{path.name}: no `bone train` command in the header"
     for argv in commands:
