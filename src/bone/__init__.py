@@ -14,7 +14,7 @@
 The names below are imported on first use, so `import bone` (and the `bone` command's `--help`)
 does not import torch.
 """
-from importlib import import_module
+from . import lazy
 
 from .errors import BoneError
 
@@ -30,13 +30,4 @@ _WHERE = {
 }
 __all__ = ["BoneError", *sorted(_WHERE)]
 __version__ = "0.1.0"
-
-
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f".{_WHERE[name]}", __name__), name)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_WHERE])
+__getattr__, __dir__ = lazy.names(__name__, _WHERE, globals())

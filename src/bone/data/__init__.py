@@ -3,7 +3,7 @@
 The names below are imported on first use, so reading `templates.TEMPLATES` (the CLI's choices)
 does not import torch.
 """
-from importlib import import_module
+from .. import lazy
 
 from ..errors import DataError
 
@@ -13,11 +13,4 @@ _WHERE = {
     "encode_prompt": "tokenize", "tokenize_examples": "tokenize",
 }
 __all__ = ["DataError", *sorted(_WHERE)]
-
-
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    if _WHERE[name] is None:
-        return import_module(f".{name}", __name__)
-    return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+__getattr__, __dir__ = lazy.names(__name__, _WHERE, globals())

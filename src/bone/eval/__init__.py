@@ -4,7 +4,7 @@
 trainer call it). The names below are imported on first use, so reading `METRICS` (the CLI's
 choices) does not import torch.
 """
-from importlib import import_module
+from .. import lazy
 
 METRICS = ("accuracy", "loss")  # accuracy: greedy generation + final-number match; loss: loss / perplexity
 
@@ -13,9 +13,4 @@ _WHERE = {
     "loss_eval": "loss", "write_results": "results", "eval_data": "run", "evaluate": "run",
 }
 __all__ = ["METRICS", *sorted(_WHERE)]
-
-
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+__getattr__, __dir__ = lazy.names(__name__, _WHERE, globals())

@@ -10,7 +10,7 @@ for Hugging Face models (KV cache) and RWKV (recurrent state), greedy or sampled
 The names below are imported on first use, so reading `GenerationConfig` (the command line's
 `--help`) does not import torch; nothing imports transformers or torch models until a model is given.
 """
-from importlib import import_module
+from .. import lazy
 
 _WHERE = {
     "Completion": "batch", "generate": "batch", "generate_ids": "batch", "ChatSession": "chat",
@@ -20,13 +20,4 @@ _WHERE = {
     "Sampler": "sampling", "filter_logits": "sampling", "TextStream": "stream",
 }
 __all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f".{_WHERE[name]}", __name__), name)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_WHERE])
+__getattr__, __dir__ = lazy.names(__name__, _WHERE, globals())

@@ -10,7 +10,7 @@ bitsandbytes is imported on demand (`bnb.require`); `import bone` never imports 
 the Flash-Bone kernels), `packing` (bitsandbytes' CPU inference layout), `convert` (quantize
 nn.Linear layers, dequantize a model, find quantized layers).
 """
-from importlib import import_module
+from .. import lazy
 
 _WHERE = {
     "METHODS": "config", "QuantConfig": "config", "parse": "config",
@@ -18,9 +18,4 @@ _WHERE = {
     "quantize_linears": "convert", "quantized_layers": "convert", "full_precision_modules": "convert",
 }
 __all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+__getattr__, __dir__ = lazy.names(__name__, _WHERE, globals())

@@ -7,7 +7,7 @@
 The names below are imported on first use, so `import bone` (which registers `family.RWKVFamily`)
 does not import the model code and transformers.
 """
-from importlib import import_module
+from ... import lazy
 
 _WHERE = {
     "config_from_state_dict": "checkpoint", "detect_version": "checkpoint", "load_rwkv": "checkpoint",
@@ -16,9 +16,4 @@ _WHERE = {
     "check_vocab": "tokenizer",
 }
 __all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+__getattr__, __dir__ = lazy.names(__name__, _WHERE, globals())
