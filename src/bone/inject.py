@@ -229,12 +229,15 @@ def _require_no_parts(model: nn.Module, chosen: list[str], name: str | None) -> 
                          f"bone.merge(model) and bone.unload(model) to fold the first one in")
 
 
-def _drop(model: nn.Module, name: str) -> None:
-    """Remove adapter `name` from every layer; a layer left without adapters becomes its plain base."""
+def _drop(model: nn.Module, name: str, keep_parts: bool) -> None:
+    """Remove adapter `name` from every layer; a layer left without adapters becomes its plain base.
+    When no adapter is left, the trained parts are released (`keep_parts`: with their trained values)."""
     for target, layer in layers_with(model, name):
         layer.remove_adapter(name)
         if not layer.bone_adapters:
             _set_module(model, target, layer.to_base())
+    if next(bone_layers(model), None) is None:
+        trained_parts.release(model, keep=keep_parts)
 
 
 def unload(model: nn.Module, name: str | None = None) -> nn.Module:
@@ -242,14 +245,11 @@ def unload(model: nn.Module, name: str | None = None) -> nn.Module:
     BoneLinear becomes its plain layer again); a name: only that adapter (merged, it stays folded
     into the weights for good; layers left without adapters become plain). Trained parts (only
     with a single adapter) keep their trained values when it is merged, else get their originals back."""
-    layers = list(bone_layers(model))
     if name is not None:
         resolve(model, name)
-        merged = merged_adapter(model) == name
-        _drop(model, name)
-        if not list(bone_layers(model)):
-            trained_parts.release(model, keep=merged)
+        _drop(model, name, keep_parts=merged_adapter(model) == name)
         return model
+    layers = list(bone_layers(model))
     trained_parts.release(model, keep=bool(layers) and all(layer.merged for _, layer in layers))
     for target, layer in layers:
         _set_module(model, target, layer.to_base())
@@ -264,9 +264,7 @@ def delete_adapter(model: nn.Module, name: str) -> nn.Module:
     if merged_adapter(model) == name:
         raise UsageError(f"adapter {name!r} is merged into the weights: call bone.unmerge(model) first, or "
                          f"bone.unload(model, {name!r}) to keep it folded in")
-    _drop(model, name)
-    if not list(bone_layers(model)):
-        trained_parts.release(model, keep=False)
+    _drop(model, name, keep_parts=False)
     return model
 
 
