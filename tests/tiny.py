@@ -125,3 +125,16 @@ def header_processes(text: str, root: Path) -> int:
 
     found = re.search(r"--config_file (\S+)", text)
     return yaml.safe_load((root / found[1]).read_text())["num_processes"] if found else 1
+
+
+def header_claims(text: str, cfg, n: int, claims, name: str) -> list[str]:
+    """Check every (pattern, holds) claim whose pattern `text` matches against `cfg` (n: the process
+    count); returns the matched phrases."""
+    import re
+
+    checked = []
+    for pattern, holds in claims:
+        for m in re.finditer(pattern, text):
+            assert holds(cfg, m, n), f"{name}: the header says {m[0]!r}, the config does not"
+            checked.append(m[0])
+    return checked

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bone.compare import load_compare_config
-from tiny import config_header, header_processes
+from tiny import config_header, header_claims, header_processes
 
 ROOT = Path(__file__).parents[2]
 PRESETS = sorted((ROOT / "configs").glob("compare-*.yaml"))
@@ -58,10 +58,7 @@ def test_preset_sets_what_its_header_says(path):
     for quick in (False, True):
         text = "\n".join(ln for ln in lines if ln.startswith("--quick") == quick)
         cfg = load_compare_config(path, quick=quick) if text else None
-        for pattern, holds in CLAIMS:
-            for m in re.finditer(pattern, text):
-                assert holds(cfg, m, n), f"{path.name}: the header says {m[0]!r}, the config does not"
-                checked.append(m[0])
+        checked += header_claims(text, cfg, n, CLAIMS, path.name)
     assert len(checked) >= 8, f"{path.name}: the header describes too little to check ({checked})"
 
 

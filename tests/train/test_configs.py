@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from bone.train import load_config
-from tiny import config_header, header_processes
+from tiny import config_header, header_claims, header_processes
 
 ROOT = Path(__file__).parents[2]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -67,11 +67,7 @@ def test_configs_are_shipped():
 def test_train_config_sets_what_its_header_says(path):
     text = config_header(path)
     cfg, n = load_config(path), header_processes(text, ROOT)
-    checked = []
-    for pattern, holds in CLAIMS:
-        for m in re.finditer(pattern, text):
-            assert holds(cfg, m, n), f"{path.name}: the header says {m[0]!r}, the config does not"
-            checked.append(m[0])
+    checked = header_claims(text, cfg, n, CLAIMS, path.name)
     assert len(checked) >= 5, f"{path.name}: the header describes too little to check ({checked})"
 
 
