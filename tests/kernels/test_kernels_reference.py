@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from bone import variants
 from bone.errors import UsageError
+from bone.kernels import FOLD_TOKENS_PER_SLICE, ShardFn, folds
 
 EPS = {torch.float32: 2.0 ** -23, torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}
 
@@ -22,11 +23,12 @@ def _run(fn, x, w, b, blk, drop=None, seed=0):
     return y, dx, db
 
 
-def _assert_close_as_reference(variant, x, w, b, blk, chunk=4096, drop=None, keep_merged=False):
-    """The fused result may differ from the float64 truth at most a few times as much as the
-    reference computed in the same dtypes does (plus a few ulps of the output scale)."""
+def _assert_close_as_reference(variant, x, w, b, blk, chunk=4096, drop=None, keep_merged=False, fn=None):
+    """The fused result (of `fn`, default the variant's fused function) may differ from the float64
+    truth at most a few times as much as the reference computed in the same dtypes does (plus a few
+    ulps of the output scale)."""
     ref = variants.get(variant).forward
-    fused = _run(variants.get(variant).fused(chunk, keep_merged), x, w, b, blk, drop)
+    fused = _run(fn or variants.get(variant).fused(chunk, keep_merged), x, w, b, blk, drop)
     low = _run(ref, x, w, b, blk, drop)
     d = lambda t: None if t is None else t.detach().double()  # noqa: E731
     truth = _run(ref, d(x), d(w), d(b), d(blk), drop)
@@ -60,6 +62,25 @@ def test_conv1d_transposed_weight_and_no_bias(case, variant):
     _assert_close_as_reference(variant, x, w, b, blk, chunk=8)
     if variants.get(variant).builds_merged:
         _assert_close_as_reference(variant, x, w, b, blk, chunk=8, keep_merged="auto")
+
+
+@pytest.mark.parametrize("variant,mini_r", [("shard", None), ("mini", 4)])
+@pytest.mark.parametrize("fold,keep", [(True, False), (True, True), (False, False)])
+@pytest.mark.parametrize("in_,chunk", [(24, 4096), (27, 5)])  # whole / ragged slices, one / several chunks
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_shard_fold_and_product_paths(case, variant, mini_r, fold, keep, in_, chunk, dtype):
+    """Both ways ShardFn computes shard/mini (W + dW folded, or the s M and g M^T products) match the
+    reference; ShardForward picks between them by token count (`bone.kernels.folds`)."""
+    x, w, b, blk = case(variant, 24, in_, 8, mini_r=mini_r, lead=(3, 7), dtype=dtype)
+    fn = lambda x, w, b, blk, drop: ShardFn.apply(x, w, b, blk, 0.0, chunk, keep, fold)  # noqa: E731
+    _assert_close_as_reference(variant, x, w, b, blk, fn=fn)
+
+
+def test_fold_rule():
+    """shard/mini fold from FOLD_TOKENS_PER_SLICE tokens per r-wide input slice (a ragged last slice counts)."""
+    n = FOLD_TOKENS_PER_SLICE
+    assert not folds(4 * n - 1, 256, 64) and folds(4 * n, 256, 64)
+    assert not folds(5 * n - 1, 257, 64) and folds(5 * n, 257, 64)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

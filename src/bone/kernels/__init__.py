@@ -38,11 +38,21 @@ __all__ = ["ColFn", "RowFn", "ShardFn", "ColForward", "RowForward", "ShardForwar
 
 
 AUTO_TOKENS_PER_R = 16  # keep_merged="auto" keeps calls of at most this many tokens per unit of r
+FOLD_TOKENS_PER_SLICE = 128  # shard/mini fold W + dW for calls of at least this many tokens per r-wide input slice
 
 
 def keeps_merged(mode: bool | str, tokens: int, r: int) -> bool:
     """Whether a call over `tokens` tokens keeps its merged weight for backward (see the module docstring)."""
     return tokens <= AUTO_TOKENS_PER_R * r if mode == "auto" else bool(mode)
+
+
+def folds(tokens: int, in_: int, r: int) -> bool:
+    """Whether shard/mini fold their delta into W for a call over `tokens` tokens rather than run the
+    two `T x r x out` products (`shard` module docstring). The products cost 4 T r out flops a call,
+    the fold two extra passes over the `(out, in)` weight: on the CPUs measured here a pass costs
+    about what 128 r flops per weight element do, which puts the crossover near
+    T = FOLD_TOKENS_PER_SLICE * in / r (8192 tokens for in = 4096, r = 64)."""
+    return tokens >= FOLD_TOKENS_PER_SLICE * -(-in_ // r)
 
 
 def _check_keep(keep_merged) -> None:
@@ -110,5 +120,7 @@ class ShardForward:
 
     def __call__(self, x: Tensor, w: Tensor, bias: Tensor | None, block: Tensor, dropout: nn.Module | None = None) -> Tensor:
         _check_frozen(w, bias)
-        keep = keeps_merged(self.keep_merged, x.numel() // max(1, x.shape[-1]), block.shape[0])
-        return ShardFn.apply(x, w, bias, block, dropout_p(dropout), self.chunk_size, keep)
+        tokens, r = x.numel() // max(1, x.shape[-1]), block.shape[0]
+        keep = keeps_merged(self.keep_merged, tokens, r)  # keeping needs the folded W + dW
+        fold = keep or folds(tokens, x.shape[-1], r)
+        return ShardFn.apply(x, w, bias, block, dropout_p(dropout), self.chunk_size, keep, fold)

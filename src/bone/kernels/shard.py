@@ -15,11 +15,14 @@ never builds the repeated `(r, out)` block.
 The base product x W^T is the weight's own (`weights.WeightRows.linear`): F.linear for a plain
 weight, the quantized layer's matmul for a quantized base; g W reads W in `chunk` output rows.
 
-Without active dropout and with a plain weight of the block's dtype, the adapter is folded into
-the weight instead: y = x (W + dW)^T + bias and dx = g (W + dW), with W + dW `chunk` output rows at
-a time (dW[o, j*r+i] = M[i, o], a transient, never saved). That replaces the two `T x r x out`
-products s M and g M^T by two `out x in` additions; dblock = s^T gs stays. Mixed dtypes keep the
-separate path because the reference runs the shard product in the block's dtype.
+Folding. Without active dropout and with a plain weight of the block's dtype, the adapter may
+be folded into the weight instead: y = x (W + dW)^T + bias and dx = g (W + dW), with W + dW
+`chunk` output rows at a time (dW[o, j*r+i] = M[i, o], a transient, never saved). That replaces
+the two `T x r x out` products s M and g M^T (2 T r out multiply-adds each) by two passes over
+`(out, in)` memory; dblock = s^T gs stays either way. The caller picks (`fold`): the products cost
+in proportion to the tokens T, the fold does not, so folding pays only from about
+`FOLD_TOKENS_PER_SLICE * in / r` tokens a call (`bone.kernels.folds`). Mixed dtypes never fold,
+because the reference runs the shard product in the block's dtype.
 
 Dropout: the mask is not saved. Forward records the RNG state of x's device just before drawing
 it; backward restores that state in a forked RNG and redraws the same mask with F.dropout on a
@@ -78,15 +81,17 @@ def _merged_chunks(wr: weights.WeightRows, mt: Tensor, rows: int):
 
 class ShardFn(Function):
     """y = x W^T + bias + slice_sum(dropout(x)) @ M for shard/mini; see the module docstring.
-    keep=True (folded path only) saves the W + dW chunks built in forward for backward's dx (one
-    `(out, in)` tensor per call) instead of folding again."""
+    fold=False takes the two-product path even where folding is possible; keep=True (folded path
+    only) saves the W + dW chunks built in forward for backward's dx (one `(out, in)` tensor per
+    call) instead of folding again."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, w, bias: Tensor | None, block: Tensor, p: float, chunk_size: int, keep: bool = False) -> Tensor:
+    def forward(ctx, x: Tensor, w, bias: Tensor | None, block: Tensor, p: float, chunk_size: int, keep: bool = False,
+                fold: bool = True) -> Tensor:
         wr = weights.as_rows(w)
         dt, (out, in_), (r, n) = block.dtype, wr.shape, block.shape
         ctx.rng_state = _rng_state(x.device) if p else None
-        ctx.merge = not p and wr.folds(dt)
+        ctx.merge = fold and not p and wr.folds(dt)
         keep = keep and ctx.merge and ctx.needs_input_grad[0]  # only dx reads W + dW
         rows = max(1, min(out, chunk_size))
         xd = F.dropout(x, p, True) if p else x
@@ -101,9 +106,13 @@ class ShardFn(Function):
                     kept.append(wp)
             y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)
         else:
-            u = s @ block  # (T, n)
-            base = wr.linear(x, bias).reshape(-1, out // n, n)
-            y = base + u[:, None, :] if base.dtype != u.dtype else base.add_(u[:, None, :])
+            base = wr.linear(x, bias).reshape(-1, out)
+            if n == out and base.dtype == dt:  # shard: y += s M in one fused GEMM
+                y = base.addmm_(s, block)
+            else:
+                u = (s @ block)[:, None, :]  # (T, 1, n): mini's u fills every n-wide group
+                base = base.view(-1, out // n, n)
+                y = base + u if base.dtype != dt else base.add_(u)
         weights.save(ctx, w, s, block, *kept)
         ctx.x_meta = (x.shape, x.dtype)
         ctx.p, ctx.rows = p, rows
@@ -135,4 +144,4 @@ class ShardFn(Function):
             else:
                 add_tiled_(dx, ds)
             dx = dx.to(x_dtype).view(x_shape)
-        return dx, None, None, db, None, None, None
+        return dx, None, None, db, None, None, None, None
