@@ -55,7 +55,7 @@ def hf_trainer(model_dir, out, *, trainer_cls=BoneTrainer, callbacks=None, **ext
         output_dir=str(out), max_steps=STEPS, per_device_train_batch_size=s.batch_size,
         gradient_accumulation_steps=s.grad_accum, learning_rate=o.lr, lr_scheduler_type=s.scheduler,
         warmup_steps=s.warmup_steps, weight_decay=o.weight_decay, adam_beta1=o.beta1, adam_beta2=o.beta2,
-        adam_epsilon=o.eps, max_grad_norm=o.max_grad_norm, optim="adamw_torch", seed=s.seed,
+        adam_epsilon=o.eps, max_grad_norm=o.max_grad_norm, optim="adamw_torch_fused", seed=s.seed,
         train_sampling_strategy="sequential", logging_steps=1, save_steps=2, report_to="none", use_cpu=True,
         disable_tqdm=True, dataloader_num_workers=0,
     )

@@ -86,9 +86,10 @@ def test_lr_1e38_stops_before_adamw_overflows(model_dir, tmp_path):
 
 
 def test_16bit_trained_tensors_that_overflow_are_named_and_fp32_is_advised_first(model_dir, tmp_path):
-    """float16 adapter blocks under AdamW: eps=1e-8 is 0 in float16, so the first update divides by zero."""
+    """float16 adapter blocks under the per-tensor AdamW: eps=1e-8 is 0 in float16, so the first update
+    divides by zero (the fused AdamW computes in fp32 and does not overflow here)."""
     out = tmp_path / "run"
-    trainer = Trainer(config(model_dir, out, **{"bone.dtype": "float16", "optim.lr": 1e-4})).setup()
+    trainer = Trainer(config(model_dir, out, **{"bone.dtype": "float16", "optim.lr": 1e-4, "optim.fused": False})).setup()
     with pytest.raises(NonFiniteError) as err:
         trainer.run()
     assert str(err.value).startswith("step 1: the optimizer step made 14 trained tensor(s) non-finite: "
@@ -154,3 +155,17 @@ def test_non_finite_gradients_with_a_finite_loss_stop_the_run(model_dir, tmp_pat
                                              r"optim.skip_nonfinite=N"):
         trainer.run()
     assert not out.exists()  # stopped before its first checkpoint (every 2 steps)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_bad_flags_nan_and_inf_and_never_large_finite_values(dtype):
+    """The per-tensor check (one float64 sum for 16/32-bit tensors) flags NaN, inf and -inf, and no
+    tensor of finite values, even one full of the dtype's largest value."""
+    from bone.train.guard import _bad
+
+    big, t = torch.finfo(dtype).max, lambda *v: torch.tensor(v, dtype=dtype)  # noqa: E731
+    cases = {"ok": torch.randn(64, 33, dtype=dtype), "max": torch.full((4096, 64), big, dtype=dtype),
+             "mixed": t(*[big, -big] * 99), "nan": t(1.0, math.nan), "inf": t(math.inf, 1.0),
+             "-inf": t(0.0, -math.inf), "inf-inf": t(math.inf, -math.inf)}
+    flags = _bad(list(cases.values()), "cpu").tolist()
+    assert dict(zip(cases, flags)) == {"ok": 0, "max": 0, "mixed": 0, "nan": 1, "inf": 1, "-inf": 1, "inf-inf": 1}

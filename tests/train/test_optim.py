@@ -32,3 +32,16 @@ def test_build_puts_every_trainable_parameter_in_one_group_with_the_warmup_lr(ma
     optimizer.step()
     schedule.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(2e-3 / 4)
+
+
+@pytest.mark.parametrize("fused,can_fuse,want", [(True, True, True), (False, True, None), (True, False, None)])
+def test_adamw_is_fused_unless_turned_off_or_the_launch_forbids_it(make_llama, fused, can_fuse, want):
+    """optim.fused (default) picks torch's fused AdamW; DeepSpeed / FSDP2 launches (can_fuse=False) get the loop."""
+    from bone import methods
+    from bone.train import optim
+    from bone.train.config import load_config
+
+    cfg = load_config(None, ["bone.r=8", f"optim.fused={str(fused).lower()}"])
+    method = methods.get("bone")
+    optimizer, _ = optim.build(method, method.apply(make_llama(), cfg), cfg, total_steps=10, can_fuse=can_fuse)
+    assert optimizer.defaults["fused"] is want

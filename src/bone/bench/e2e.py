@@ -96,7 +96,7 @@ def run_hf(cfg, out: Path) -> tuple[float, float]:
     args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=s.batch_size, max_steps=s.max_steps, learning_rate=o.lr,
         lr_scheduler_type=s.scheduler, warmup_steps=s.warmup_steps, weight_decay=o.weight_decay, adam_beta1=o.beta1,
-        adam_beta2=o.beta2, adam_epsilon=o.eps, max_grad_norm=o.max_grad_norm, optim="adamw_torch", seed=s.seed,
+        adam_beta2=o.beta2, adam_epsilon=o.eps, max_grad_norm=o.max_grad_norm, optim="adamw_torch_fused", seed=s.seed,
         logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0,
         train_sampling_strategy="sequential", remove_unused_columns=False)
     pad = tok.pad_token_id

@@ -107,6 +107,7 @@ class OptimSection:
     beta2: float = 0.999  # AdamW second-moment decay
     eps: float = 1e-8  # AdamW epsilon
     max_grad_norm: float | None = 1.0  # clip the global gradient norm to this value (None = no clipping)
+    fused: bool = True  # torch's fused AdamW: one kernel over all tensors, 16-bit tensors updated in fp32 math (transformers.Trainer's default); false = the per-tensor loop. DeepSpeed and FSDP2 runs always use the loop
     skip_nonfinite: int = 0  # skip up to N steps whose loss or gradients are NaN/inf (no update, no lr step); 0 = stop at the first
 
     def __post_init__(self) -> None:

@@ -20,14 +20,18 @@ def lr_factor(step: int, *, warmup: int, total: int, kind: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress)) if kind == "cosine" else max(0.0, 1.0 - progress)
 
 
-def build(method, model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
+def build(method, model: torch.nn.Module, cfg: TrainConfig, total_steps: int, *, can_fuse: bool = True):
     """(AdamW over the method's trainable parameters, in its parameter groups, each naming its
-    parameters under "names"; the LambdaLR schedule over `total_steps`)."""
+    parameters under "names"; the LambdaLR schedule over `total_steps`). AdamW is torch's fused one
+    when optim.fused, the launch allows it (`can_fuse`) and every parameter is a floating tensor on a
+    CPU or CUDA device; else the per-tensor loop."""
     o, s = cfg.optim, cfg.schedule
     named = dict(method.trainable(model))
     groups = [{"params": [named[n] for n in names], "lr": lr, "names": names}
               for names, lr in method.param_groups(model, cfg)]
-    optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay)
+    fused = can_fuse and o.fused and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in named.values())
+    optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay,
+                                  fused=fused or None)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, partial(lr_factor, warmup=s.warmup_steps, total=total_steps, kind=s.scheduler))
     return optimizer, schedule

@@ -145,7 +145,9 @@ class Trainer:
         parameters under "names"), the lr schedule, and Accelerate's prepare."""
         acc = self.acc
         # the scheduler is stepped by hand once per optimizer step (not prepared: Accelerate would step it per process)
-        optimizer, self.scheduler = optim.build(self.method, self.model, self.cfg, self.total_steps)
+        # fused AdamW on one process or DDP; DeepSpeed and FSDP2 wrap or reshard the parameters it would hold
+        can_fuse = acc.distributed_type not in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+        optimizer, self.scheduler = optim.build(self.method, self.model, self.cfg, self.total_steps, can_fuse=can_fuse)
         if acc.distributed_type == DistributedType.DEEPSPEED:
             launch.fill_deepspeed_config(acc, self.cfg)
         self.model, self.optimizer = acc.prepare(self.model, optimizer)
