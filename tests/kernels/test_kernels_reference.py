@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from bone import variants
 from bone.errors import UsageError
-from bone.kernels import FOLD_TOKENS_PER_SLICE, ShardFn, folds
+from bone.kernels import MINI_FOLD_TOKENS_PER_SLICE, SHARD_FOLD_TOKENS_PER_SLICE, ShardFn, folds
 
 EPS = {torch.float32: 2.0 ** -23, torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}
 
@@ -76,11 +76,11 @@ def test_shard_fold_and_product_paths(case, variant, mini_r, fold, keep, in_, ch
     _assert_close_as_reference(variant, x, w, b, blk, fn=fn)
 
 
-def test_fold_rule():
-    """shard/mini fold from FOLD_TOKENS_PER_SLICE tokens per r-wide input slice (a ragged last slice counts)."""
-    n = FOLD_TOKENS_PER_SLICE
-    assert not folds(4 * n - 1, 256, 64) and folds(4 * n, 256, 64)
-    assert not folds(5 * n - 1, 257, 64) and folds(5 * n, 257, 64)
+@pytest.mark.parametrize("mini,per_slice", [(False, SHARD_FOLD_TOKENS_PER_SLICE), (True, MINI_FOLD_TOKENS_PER_SLICE)])
+def test_fold_rule(mini, per_slice):
+    """shard/mini fold from their tokens-per-input-slice constant on (a ragged last slice counts)."""
+    assert not folds(4 * per_slice - 1, 256, 64, mini) and folds(4 * per_slice, 256, 64, mini)
+    assert not folds(5 * per_slice - 1, 257, 64, mini) and folds(5 * per_slice, 257, 64, mini)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

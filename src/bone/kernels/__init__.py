@@ -21,6 +21,8 @@ costs on a CPU (r = 64), so keeping saves ~15% of the layer's step at T = 64, ~1
 little at 4096. False (default) never keeps, True always, "auto" keeps calls of at most
 `AUTO_TOKENS_PER_R * r` tokens (`keeps_merged`). row never builds W'; Triton col forms W' in
 registers; shard/mini with dropout or a quantized base do not fold: none of these has anything to keep.
+A shard/mini call that keeps folds whatever its size; one that does not folds only from 64 (shard)
+or 256 (mini) tokens per r-wide input slice (`folds`).
 """
 from __future__ import annotations
 
@@ -38,7 +40,9 @@ __all__ = ["ColFn", "RowFn", "ShardFn", "ColForward", "RowForward", "ShardForwar
 
 
 AUTO_TOKENS_PER_R = 16  # keep_merged="auto" keeps calls of at most this many tokens per unit of r
-FOLD_TOKENS_PER_SLICE = 128  # shard/mini fold W + dW for calls of at least this many tokens per r-wide input slice
+# shard / mini fold W + dW for calls of at least this many tokens per r-wide input slice (`folds`)
+SHARD_FOLD_TOKENS_PER_SLICE = 64
+MINI_FOLD_TOKENS_PER_SLICE = 256
 
 
 def keeps_merged(mode: bool | str, tokens: int, r: int) -> bool:
@@ -46,13 +50,15 @@ def keeps_merged(mode: bool | str, tokens: int, r: int) -> bool:
     return tokens <= AUTO_TOKENS_PER_R * r if mode == "auto" else bool(mode)
 
 
-def folds(tokens: int, in_: int, r: int) -> bool:
-    """Whether shard/mini fold their delta into W for a call over `tokens` tokens rather than run the
-    two `T x r x out` products (`shard` module docstring). The products cost 4 T r out flops a call,
-    the fold two extra passes over the `(out, in)` weight: on the CPUs measured here a pass costs
-    about what 128 r flops per weight element do, which puts the crossover near
-    T = FOLD_TOKENS_PER_SLICE * in / r (8192 tokens for in = 4096, r = 64)."""
-    return tokens >= FOLD_TOKENS_PER_SLICE * -(-in_ // r)
+def folds(tokens: int, in_: int, r: int, mini: bool) -> bool:
+    """Whether a shard (mini: mini) call over `tokens` tokens folds its delta into W rather than run
+    the products (`shard` module docstring). The products' cost grows with the tokens: shard's two
+    `T x r x out` GEMMs, mini's passes over y, g and dx; the fold's two passes over the `(out, in)`
+    weight do not. Layer-level sweeps on this project's 2-core CPU (hidden 512 / 576 / 1024, T = 128
+    to 4096, benchmarks/README.md) put the crossover near 64 tokens per input slice for shard and 256
+    for mini; each constant is right at every measured point."""
+    per_slice = MINI_FOLD_TOKENS_PER_SLICE if mini else SHARD_FOLD_TOKENS_PER_SLICE
+    return tokens >= per_slice * -(-in_ // r)
 
 
 def _check_keep(keep_merged) -> None:
@@ -122,5 +128,5 @@ class ShardForward:
         _check_frozen(w, bias)
         tokens, r = x.numel() // max(1, x.shape[-1]), block.shape[0]
         keep = keeps_merged(self.keep_merged, tokens, r)  # keeping needs the folded W + dW
-        fold = keep or folds(tokens, x.shape[-1], r)
+        fold = keep or folds(tokens, x.shape[-1], r, mini=block.shape[1] != w.shape[0])
         return ShardFn.apply(x, w, bias, block, dropout_p(dropout), self.chunk_size, keep, fold)

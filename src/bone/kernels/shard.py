@@ -20,9 +20,9 @@ be folded into the weight instead: y = x (W + dW)^T + bias and dx = g (W + dW), 
 `chunk` output rows at a time (dW[o, j*r+i] = M[i, o], a transient, never saved). That replaces
 the two `T x r x out` products s M and g M^T (2 T r out multiply-adds each) by two passes over
 `(out, in)` memory; dblock = s^T gs stays either way. The caller picks (`fold`): the products cost
-in proportion to the tokens T, the fold does not, so folding pays only from about
-`FOLD_TOKENS_PER_SLICE * in / r` tokens a call (`bone.kernels.folds`). Mixed dtypes never fold,
-because the reference runs the shard product in the block's dtype.
+in proportion to the tokens T, the fold does not, so folding pays only from a number of tokens
+proportional to in / r (`bone.kernels.folds`). Mixed dtypes never fold, because the reference runs
+the shard product in the block's dtype.
 
 Dropout: the mask is not saved. Forward records the RNG state of x's device just before drawing
 it; backward restores that state in a forked RNG and redraws the same mask with F.dropout on a
