@@ -59,3 +59,8 @@ def test_the_rate_is_picked_on_validation_where_test_disagrees(model_dir, tmp_pa
     assert line.startswith("ranking (test accuracy at each arm's validation-picked lr): ")
     assert ("lora " + f"{lora['versus_reference']['diff']:+.3f}") in line
     assert "| **0.800** | 0.300 |" in report.markdown(plan, summary, "bone compare x.yaml")
+    # col picked the lower and lora the higher of its two rates: both at an end of their list
+    assert col["lr_at_edge"] == "lowest" and lora["lr_at_edge"] == "highest"
+    note = report.edge_note(summary)
+    assert note.startswith("col picked the lowest learning rate of its list; lora picked the highest learning rate of its list")
+    assert note in report.markdown(plan, summary, "bone compare x.yaml")

@@ -60,3 +60,10 @@ def test_coverage_is_near_the_nominal_level():
 def test_paired_arms_must_share_items_and_seeds():
     with pytest.raises(ValueError, match="same seeds and items"):
         stats.paired_difference(np.ones((2, 10)), np.ones((2, 11)), **BOOT)
+
+
+def test_grid_edge_names_the_end_of_the_list_a_pick_sits_on():
+    assert stats.grid_edge([1e-4, 3e-4, 1e-3], 1e-4) == "lowest"
+    assert stats.grid_edge([1e-3, 1e-4, 3e-4], 1e-3) == "highest"  # the list's order does not matter
+    assert stats.grid_edge([1e-4, 3e-4, 1e-3], 3e-4) is None
+    assert stats.grid_edge([3e-4], 3e-4) is None  # one rate: nothing was picked

@@ -33,7 +33,8 @@ def run(cfg: CompareConfig, command: str = "bone compare") -> int:
     grid.run_tests(plan, picked)
     summary = results.summarize(plan, picked, scores)
     paths = report.write(plan, summary, command)
-    print("\n".join(["", *report.table(summary), "", f"report: {', '.join(map(str, paths))}",
+    edge = report.edge_note(summary)
+    print("\n".join(["", *report.table(summary), "", *([edge] if edge else []), f"report: {', '.join(map(str, paths))}",
                      report.closing_line(summary)]), flush=True)
     return 0
 

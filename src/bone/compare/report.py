@@ -59,6 +59,17 @@ def closing_line(summary: dict) -> str:
             f"({level}% paired bootstrap): " + ("; ".join(parts) if parts else "no other arm"))
 
 
+def edge_note(summary: dict) -> str | None:
+    """Which arms picked the lowest or highest rate of their list (their best rate may lie beyond it)."""
+    ends = {end: [a for a, v in summary["arms"].items() if v.get("lr_at_edge") == end] for end in ("lowest", "highest")}
+    said = [f"{', '.join(arms)} picked the {end} learning rate of {'its' if len(arms) == 1 else 'their'} list"
+            for end, arms in ends.items() if arms]
+    if not said:
+        return None
+    return ("; ".join(said) + ": the best rate may lie beyond the list, so that arm's accuracy may be understated; "
+            "add rates past it (in a new output_dir) to find out")
+
+
 def _validation_table(summary: dict) -> list[str]:
     lrs = sorted({lr for a in summary["arms"].values() for lr in a["validation"]}, key=float)
     if not lrs:
@@ -134,6 +145,7 @@ def markdown(plan: Plan, summary: dict, command: str) -> str:
         "",
         *_validation_table(summary),
         "",
+        *([edge_note(summary), ""] if edge_note(summary) else []),
         *_protocol(plan, summary),
         "",
     ]

@@ -114,7 +114,7 @@ def summarize(plan: Plan, lrs: dict[str, float], scores: dict[str, dict[float, l
         versus = None if arm == cfg.reference else stats.paired_difference(correct[arm], correct[cfg.reference], **boot)
         arms[arm] = {
             "label": plan.labels[arm], "method": method_of(arm), "trainable": plan.counts[arm],
-            "lr": lrs[arm], "lrs": cfg.lrs[arm],
+            "lr": lrs[arm], "lrs": cfg.lrs[arm], "lr_at_edge": stats.grid_edge(cfg.lrs[arm], lrs[arm]),
             "validation": {lr_name(lr): stats.spread(v) for lr, v in scores[arm].items()},
             "test": {**test, "per_seed": correct[arm].mean(axis=1).tolist(), "low": low, "high": high},
             "versus_reference": versus,

@@ -23,6 +23,14 @@ def pick_lr(validation: dict[float, list[float]], train_loss: dict[float, list[f
     return min(validation, key=key)
 
 
+def grid_edge(lrs: list[float], picked: float) -> str | None:
+    """"lowest" or "highest" when `picked` is that end of a list of two or more rates (the best rate
+    may then lie beyond the list), else None."""
+    if len(set(lrs)) < 2:
+        return None
+    return "lowest" if picked == min(lrs) else "highest" if picked == max(lrs) else None
+
+
 def spread(values: list[float]) -> dict:
     """Mean, sample standard deviation (0 for one value), min and max of `values`."""
     v = np.asarray(values, dtype=float)
