@@ -1,7 +1,7 @@
 """The train suite: `bone train` against transformers.Trainer + PEFT MiSS, end to end, same data.
 
 Both sides train the demo config (`configs/demo.yaml`: the embedded SmolLM2-135M-Instruct, bundled
-arithmetic problems, alpaca template, max length 128, batch 4, AdamW lr 3e-4, cosine, gradient
+arithmetic problems, alpaca template, max length 128, batch 4, AdamW lr 1e-4, cosine, gradient
 clipping 1.0, seed 0, fp32) for --steps optimizer steps with each Bone variant (col: PEFT
 init_weights="bat"; shard: PEFT's MiSS default), r=64 on the seven projections. They see the same
 micro-batches in the same order (the examples bone's BatchPlan gives each step, fed to Trainer in
@@ -27,12 +27,12 @@ from ..fs import atomic_write
 from . import measure, report
 
 VARIANTS = ("col", "shard")
-DEMO = {  # configs/demo.yaml, without evaluation, checkpoints or plots (nothing but the training loop)
+DEMO = {  # configs/demo.yaml without evaluation, checkpoints, plots or keep_merged (the keep_merged=auto rows add it)
     "model": {"path": "smollm2-135m"},
     "bone": {"variant": "col", "r": 64,
              "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},
     "data": {"train": "bundled:arith", "train_limit": 2000, "template": "alpaca", "max_length": 128},
-    "optim": {"lr": 3.0e-4},
+    "optim": {"lr": 1.0e-4},
     "schedule": {"batch_size": 4, "scheduler": "cosine", "warmup_steps": 0, "seed": 0},
     "logging": {"tensorboard": False, "plot": False},
     "eval": {"before": False, "after": False},
