@@ -66,7 +66,7 @@ def edge_note(summary: dict) -> str | None:
             for end, arms in ends.items() if arms]
     if not said:
         return None
-    return ("; ".join(said) + ": the best rate may lie beyond the list, so that arm's accuracy may be understated; "
+    return ("; ".join(said) + ": the best rate may lie beyond the list, and a wider grid may raise the accuracy; "
             "add rates past it (in a new output_dir) to find out")
 
 
@@ -128,7 +128,7 @@ def _protocol(plan: Plan, summary: dict) -> list[str]:
 
 
 def markdown(plan: Plan, summary: dict, command: str) -> str:
-    base = summary["base_accuracy"]
+    base, edge = summary["base_accuracy"], edge_note(summary)
     lines = [
         f"# bone compare: {', '.join(plan.cfg.methods)} on {plan.cfg.train.model.path}",
         "",
@@ -145,7 +145,7 @@ def markdown(plan: Plan, summary: dict, command: str) -> str:
         "",
         *_validation_table(summary),
         "",
-        *([edge_note(summary), ""] if edge_note(summary) else []),
+        *([edge, ""] if edge else []),
         *_protocol(plan, summary),
         "",
     ]
