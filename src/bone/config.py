@@ -40,7 +40,7 @@ class BoneConfig:
     fused: bool = True  # Flash-Bone autograd functions (frugal memory); False = plain autograd reference
     chunk_size: int = 4096  # fused path: output rows of any weight-sized temporary (col W', a dtype-cast W, shard W + dW)
     cache_merged: bool | str = "auto"  # forwards without autograd (eval, generate) reuse the effective weight, built once per layer until the block or base changes (one (out, in) weight per adapted layer); "auto" = plain bases only (a quantized base would be held dequantized), True = quantized too, False = rebuild every call
-    keep_merged: bool | str = False  # fused col/shard/mini: keep the W' built in forward for backward (one (out, in) tensor per layer until its backward) instead of rebuilding it; False = never (least memory), True = always, "auto" = calls of at most 16 r tokens
+    keep_merged: bool | str = False  # fused col/shard/mini: keep the W' built in forward for backward (one (out, in) tensor per layer until its backward) instead of rebuilding it; False = never (least memory), True = always, "auto" = calls of at most 16 r tokens (shard/mini: and at least 4 r)
 
     def __post_init__(self) -> None:
         from . import variants

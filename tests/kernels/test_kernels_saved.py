@@ -70,9 +70,10 @@ def test_keep_merged_keeps_the_merged_weight_and_nothing_else(case, variant, min
 
 @pytest.mark.parametrize("variant,mini_r", [("col", None), ("shard", None)])
 def test_keep_merged_auto_keeps_small_calls_only(case, variant, mini_r):
-    """"auto" keeps W' for calls of at most AUTO_TOKENS_PER_R * r tokens; nothing is kept when x needs no gradient
-    (dx is the only reader of W') or, for shard, when dropout is active (that path never folds)."""
-    from bone.kernels import AUTO_TOKENS_PER_R
+    """"auto" keeps W' for calls of at most AUTO_TOKENS_PER_R * r tokens (shard: and at least
+    AUTO_SHARD_MIN_TOKENS_PER_R * r); nothing is kept when x needs no gradient (dx is the only reader
+    of W') or, for shard, when dropout is active (that path never folds)."""
+    from bone.kernels import AUTO_SHARD_MIN_TOKENS_PER_R, AUTO_TOKENS_PER_R
 
     out, in_, r = 16, 8, 4
     limit = AUTO_TOKENS_PER_R * r
@@ -84,6 +85,8 @@ def test_keep_merged_auto_keeps_small_calls_only(case, variant, mini_r):
         return [s for s, p in log.shapes if torch.Size(s).numel() == out * in_ and p != w.untyped_storage().data_ptr()]
 
     assert weight_sized(limit) == [(out, in_)] and weight_sized(limit + 1) == []
+    low = AUTO_SHARD_MIN_TOKENS_PER_R * r if variant == "shard" else 1
+    assert weight_sized(low) == [(out, in_)] and (low == 1 or weight_sized(low - 1) == [])
     assert weight_sized(limit, grad=False) == []
     if variant == "shard":
         assert weight_sized(limit, drop=nn.Dropout(0.5)) == []

@@ -19,7 +19,8 @@ tensor in the block's dtype, alive until that call's backward) and backward read
 building it again. At T tokens the rebuild costs about what a T = 100-150 token GEMM of the layer
 costs on a CPU (r = 64), so keeping saves ~15% of the layer's step at T = 64, ~10% at 256-1024 and
 little at 4096. False (default) never keeps, True always, "auto" keeps calls of at most
-`AUTO_TOKENS_PER_R * r` tokens (`keeps_merged`). row never builds W'; Triton col forms W' in
+`AUTO_TOKENS_PER_R * r` tokens (`keeps_merged`), for shard/mini only from
+`AUTO_SHARD_MIN_TOKENS_PER_R * r` tokens (fewer run the products, cheaper than one fold). row never builds W'; Triton col forms W' in
 registers; shard/mini with dropout or a quantized base do not fold: none of these has anything to keep.
 A shard/mini call that keeps folds whatever its size; one that does not folds only from 64 (shard)
 or 256 (mini) tokens per r-wide input slice (`folds`).
@@ -40,14 +41,16 @@ __all__ = ["ColFn", "RowFn", "ShardFn", "ColForward", "RowForward", "ShardForwar
 
 
 AUTO_TOKENS_PER_R = 16  # keep_merged="auto" keeps calls of at most this many tokens per unit of r
+AUTO_SHARD_MIN_TOKENS_PER_R = 4  # ... and, for shard/mini, of at least this many (below it their products beat a fold)
 # shard / mini fold W + dW for calls of at least this many tokens per r-wide input slice (`folds`)
 SHARD_FOLD_TOKENS_PER_SLICE = 64
 MINI_FOLD_TOKENS_PER_SLICE = 256
 
 
-def keeps_merged(mode: bool | str, tokens: int, r: int) -> bool:
-    """Whether a call over `tokens` tokens keeps its merged weight for backward (see the module docstring)."""
-    return tokens <= AUTO_TOKENS_PER_R * r if mode == "auto" else bool(mode)
+def keeps_merged(mode: bool | str, tokens: int, r: int, at_least: int = 0) -> bool:
+    """Whether a call over `tokens` tokens keeps its merged weight for backward (see the module
+    docstring); "auto" keeps calls of `at_least` to AUTO_TOKENS_PER_R * r tokens."""
+    return at_least <= tokens <= AUTO_TOKENS_PER_R * r if mode == "auto" else bool(mode)
 
 
 def folds(tokens: int, in_: int, r: int, mini: bool) -> bool:
@@ -127,6 +130,6 @@ class ShardForward:
     def __call__(self, x: Tensor, w: Tensor, bias: Tensor | None, block: Tensor, dropout: nn.Module | None = None) -> Tensor:
         _check_frozen(w, bias)
         tokens, r = x.numel() // max(1, x.shape[-1]), block.shape[0]
-        keep = keeps_merged(self.keep_merged, tokens, r)  # keeping needs the folded W + dW
+        keep = keeps_merged(self.keep_merged, tokens, r, AUTO_SHARD_MIN_TOKENS_PER_R * r)  # keeping needs the folded W + dW
         fold = keep or folds(tokens, x.shape[-1], r, mini=block.shape[1] != w.shape[0])
         return ShardFn.apply(x, w, bias, block, dropout_p(dropout), self.chunk_size, keep, fold)
