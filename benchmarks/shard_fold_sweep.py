@@ -2,7 +2,7 @@
 running the adapter, against the frozen layers, over tokens per call T (the sweep behind
 `bone.kernels.folds`).
 
-    PYTHONPATH=src python benchmarks/shard_fold_sweep.py --threads 2 --repeats 3 [--json out.json]
+    PYTHONPATH=src python benchmarks/shard_fold_sweep.py --threads 2 --repeats 6 [--json out.json]
 
 For each shape (hidden / MLP / k-v width) and T, a pool of layers (about 20 MB of fp32 weights, so
 they do not all sit in a core's cache) runs forward and backward (dL/dx and dL/dblock) through
@@ -11,19 +11,20 @@ they do not all sit in a core's cache) runs forward and backward (dL/dx and dL/d
   keep     folded once, kept for backward (keep_merged=True)
   product  no fold: s M in forward, g M^T in backward
   mini_fold / mini_product   the same for mini (mini_r=64)
-Per method the best of two interleaved rounds of `--repeats` median-of wall-clock timings, as a
-ratio to the frozen layers (F.linear, dL/dx only). Prints one line per (shape, T).
+Per method the median wall-clock time over `--repeats` interleaved rounds (`bone.bench.measure.
+time_interleaved`: every method once per round, after 2 untimed rounds), as a ratio to the frozen
+layers (F.linear, dL/dx only). Prints one line per (shape, T).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
+from bone.bench.measure import time_interleaved
 from bone.kernels import ShardFn
 
 R = 64
@@ -59,21 +60,10 @@ def _methods(pool: list[tuple]) -> dict:
             "mini_fold": shard(False, True, True), "mini_product": shard(False, False, True)}
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    ap.add_argument("--repeats", type=int, default=3, help="timed runs per method and round (median)")
+    ap.add_argument("--repeats", type=int, default=6, help="timed rounds, each running every method once (median)")
     ap.add_argument("--tokens", default="128,512,2048,4096", help="tokens per call, comma-separated")
     ap.add_argument("--json", default=None, help="also write the ratios to this JSON file")
     args = ap.parse_args()
@@ -82,11 +72,9 @@ def main() -> None:
     for hidden, inter, kv in SHAPES:
         for tokens in [int(t) for t in args.tokens.split(",")]:
             methods = _methods(_layers(hidden, inter, kv, tokens))
-            best = {}
-            for _ in range(2):  # interleaved rounds: every method once, then again
-                for name, fn in methods.items():
-                    best[name] = min(best.get(name, float("inf")), _median_seconds(fn, args.repeats))
-            ratios = {name: best[name] / best["frozen"] for name in methods}
+            wall, _ = time_interleaved(methods, args.repeats, warmup=2)
+            median = {name: statistics.median(times) for name, times in wall.items()}
+            ratios = {name: median[name] / median["frozen"] for name in methods}
             rows.append({"hidden": hidden, "intermediate": inter, "kv": kv, "tokens": tokens, "ratios": ratios})
             print(f"h={hidden} i={inter} kv={kv} T={tokens} slices={hidden // R}: "
                   + " ".join(f"{k}={v:.3f}" for k, v in ratios.items()), flush=True)

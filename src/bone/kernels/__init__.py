@@ -20,10 +20,10 @@ building it again. At T tokens the rebuild costs about what a T = 100-150 token 
 costs on a CPU (r = 64), so keeping saves ~15% of the layer's step at T = 64, ~10% at 256-1024 and
 little at 4096. False (default) never keeps, True always, "auto" keeps calls of at most
 `AUTO_TOKENS_PER_R * r` tokens (`keeps_merged`), for shard/mini only from
-`AUTO_SHARD_MIN_TOKENS_PER_R * r` tokens (fewer run the products, cheaper than one fold). row never builds W'; Triton col forms W' in
-registers; shard/mini with dropout or a quantized base do not fold: none of these has anything to keep.
-A shard/mini call that keeps folds whatever its size; one that does not folds only from 64 (shard)
-or 256 (mini) tokens per r-wide input slice (`folds`).
+`AUTO_SHARD_MIN_TOKENS_PER_R * r` tokens (fewer run the products, cheaper than one fold). row never
+builds W'; Triton col forms W' in registers; shard/mini with dropout or a quantized base do not
+fold: none of these has anything to keep. A shard/mini call that keeps folds whatever its size; one
+that does not folds only from `folds`' number of tokens.
 """
 from __future__ import annotations
 
@@ -58,8 +58,9 @@ def folds(tokens: int, in_: int, r: int, mini: bool) -> bool:
     the products (`shard` module docstring). The products' cost grows with the tokens: shard's two
     `T x r x out` GEMMs, mini's passes over y, g and dx; the fold's two passes over the `(out, in)`
     weight do not. Layer-level sweeps on this project's 2-core CPU (hidden 512 / 576 / 1024, T = 128
-    to 4096, benchmarks/README.md) put the crossover near 64 tokens per input slice for shard and 256
-    for mini; each constant is right at every measured point."""
+    to 4096, `benchmarks/shard_fold_sweep.py`) put the crossover near 64 tokens per input slice for
+    shard (the faster path at 11-12 of 12 points in each of three runs) and 256 for mini (most
+    points; its two paths are within a few percent from ~2048 tokens)."""
     per_slice = MINI_FOLD_TOKENS_PER_SLICE if mini else SHARD_FOLD_TOKENS_PER_SLICE
     return tokens >= per_slice * -(-in_ // r)
 
