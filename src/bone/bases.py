@@ -114,12 +114,22 @@ class Conv1DKind(BaseKind):
         return base
 
 
-KINDS: list[BaseKind] = []  # filled at the end of this module
+KINDS: list[BaseKind] = []  # filled on first use (`kinds`): the quantized kinds subclass BaseKind
+
+
+def kinds() -> list[BaseKind]:
+    """Every known kind, quantized ones first (they are also nn.Linear, and the first match wins).
+    Filled on first use so that importing `bone.quant.kinds` first (it imports this module) works."""
+    if not KINDS:
+        from .quant.kinds import Linear4bitKind, Linear8bitKind
+
+        KINDS.extend([Linear4bitKind(), Linear8bitKind(), LinearKind(), Conv1DKind()])
+    return KINDS
 
 
 def kind_of(module: nn.Module) -> BaseKind | None:
     """The kind of `module`, or None when Bone cannot adapt it."""
-    return next((k for k in KINDS if k.matches(module)), None)
+    return next((k for k in kinds() if k.matches(module)), None)
 
 
 def is_adaptable(module: nn.Module) -> bool:
@@ -141,8 +151,3 @@ def prepare(model: nn.Module, adapted: set[str] = frozenset()) -> list[tuple[str
         if note is not None:
             notes.append((name, note))
     return notes
-
-
-from .quant.kinds import Linear4bitKind, Linear8bitKind  # noqa: E402  (they subclass BaseKind)
-
-KINDS.extend([Linear4bitKind(), Linear8bitKind(), LinearKind(), Conv1DKind()])

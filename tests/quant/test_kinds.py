@@ -164,3 +164,15 @@ def test_saved_adapter_loads_on_quantized_and_full_precision_bases(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)
         torch.testing.assert_close(twin(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("first", ["bone.quant.kinds", "bone.quant.rows", "bone.bases"])
+def test_modules_import_in_any_order(first):
+    """bone.quant.kinds subclasses bases.BaseKind and bases lists the quantized kinds: either imports first."""
+    import subprocess
+    import sys
+
+    code = f"import {first}, bone.bases as b; from torch import nn; print(type(b.kind_of(nn.Linear(2, 2))).__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "LinearKind"
