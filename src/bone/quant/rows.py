@@ -64,8 +64,12 @@ class Bnb4bitRows(WeightRows):
         b0, b1 = e0 // bs, -(-e1 // bs)
         end = min(b1 * bs, out * in_)
         codes = self.codes[b0 * bs // 2:(end + 1) // 2]
+        n = end - b0 * bs
+        # as (blocks, blocksize): bitsandbytes' CPU kernel splits its work over the rows of `shape`
+        # (a 1-D shape runs on one thread) and starts a scale block at every row, which is exact here
+        shape = [n // bs, bs] if n % bs == 0 else [n]
         vals = torch.ops.bitsandbytes.dequantize_4bit(codes, self._scales(b0, b1), bs, self.qs.quant_type,
-                                                      [end - b0 * bs], torch.float32)
+                                                      shape, torch.float32)
         return vals.reshape(-1)[e0 - b0 * bs:e1 - b0 * bs].view(o1 - o0, in_).to(dtype)
 
     def linear(self, x, bias):
