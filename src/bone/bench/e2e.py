@@ -6,9 +6,11 @@ clipping 1.0, seed 0, fp32) for --steps optimizer steps with each Bone variant (
 init_weights="bat"; shard: PEFT's MiSS default), r=64 on the seven projections. They see the same
 micro-batches in the same order (the examples bone's BatchPlan gives each step, fed to Trainer in
 that order with train_sampling_strategy="sequential", padded by the same collate). What is timed is
-a whole run after its setup: `Trainer.train()` (bone: every step, progress bar, metrics.jsonl, the
-final adapter save; no evaluation) and `transformers.Trainer.train()` (no saving, logging every
-step like bone); seconds per step = run time / steps. Runs alternate (bone, Trainer) per variant
+a whole run after its setup, the same work on both sides: bone's `Trainer.train()` (every step,
+progress bar, metrics.jsonl, its checkpoint at the last step and the final adapter; no evaluation)
+and `transformers.Trainer.train()` + `save_model()` (logging every step; save_strategy "steps" with
+save_steps = steps, so one checkpoint at the last step, as Trainer's default strategy writes at the
+end of a run; then the final adapter); seconds per step = run time / steps. Runs alternate (bone, Trainer) per variant
 per round; medians over --repeats rounds. Writes train.json and train.md.
 """
 from __future__ import annotations
@@ -97,11 +99,11 @@ def run_hf(cfg, out: Path) -> tuple[float, float]:
         output_dir=str(out), per_device_train_batch_size=s.batch_size, max_steps=s.max_steps, learning_rate=o.lr,
         lr_scheduler_type=s.scheduler, warmup_steps=s.warmup_steps, weight_decay=o.weight_decay, adam_beta1=o.beta1,
         adam_beta2=o.beta2, adam_epsilon=o.eps, max_grad_norm=o.max_grad_norm, optim="adamw_torch_fused", seed=s.seed,
-        logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0,
+        logging_steps=1, save_strategy="steps", save_steps=s.max_steps, report_to=[], use_cpu=True, dataloader_num_workers=0,
         train_sampling_strategy="sequential", remove_unused_columns=False)
     pad = tok.pad_token_id
     trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=lambda batch: collate(batch, pad))
-    return _timed(trainer.train)
+    return _timed(lambda: (trainer.train(), trainer.save_model(str(out / "final"))))
 
 
 def _check(args) -> list[str]:
