@@ -24,10 +24,10 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses=4
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not integration"
+	$(PY) -m pytest -q -n auto --maxprocesses=4 -m "not integration"
 
 demo: $(STAMP)
 	$(PY) -m bone train configs/demo.yaml --overwrite $(ARGS)

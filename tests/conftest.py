@@ -11,6 +11,27 @@ import torch
 from torch import nn
 
 
+def _worker_threads() -> int | None:
+    """Under pytest-xdist (`make test` runs `-n auto`), each worker's share of the cores; None otherwise.
+    Workers that each ran torch's default of one thread per core would oversubscribe the CPU (OpenMP
+    threads spin while they wait for each other)."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    return None if workers is None else max(1, (os.cpu_count() or 1) // int(workers))
+
+
+WORKER_THREADS = _worker_threads()
+if WORKER_THREADS is not None:
+    os.environ.setdefault("OMP_NUM_THREADS", str(WORKER_THREADS))  # the processes tests start
+
+
+@pytest.fixture(autouse=True)
+def _worker_cpu_share():
+    """Every test starts at the worker's share (a test may set torch's threads, as `bone bench` does)."""
+    if WORKER_THREADS is not None:
+        torch.set_num_threads(WORKER_THREADS)
+    yield
+
+
 class TinyMLP(nn.Module):
     """Two linear layers of a chosen kind: torch Linear or transformers Conv1D (GPT-2 layout)."""
 
