@@ -10,8 +10,8 @@ a whole run after its setup, the same work on both sides: bone's `Trainer.train(
 progress bar, metrics.jsonl, its checkpoint at the last step and the final adapter; no evaluation)
 and `transformers.Trainer.train()` + `save_model()` (logging every step; save_strategy "steps" with
 save_steps = steps, so one checkpoint at the last step, as Trainer's default strategy writes at the
-end of a run; then the final adapter); seconds per step = run time / steps. Runs alternate (bone, Trainer) per variant
-per round; medians over --repeats rounds. Writes train.json and train.md.
+end of a run; then the final adapter); seconds per step = run time / steps. Runs alternate (bone,
+Trainer) per variant per round; medians over --repeats rounds. Writes train.json and train.md.
 """
 from __future__ import annotations
 
