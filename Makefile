@@ -9,6 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.bone-installed
+PYTEST := $(PY) -m pytest -q -n auto --maxprocesses=4  # one xdist worker per core, at most 4 (tests/conftest.py)
 
 .PHONY: venv test test-fast demo bench clean
 
@@ -24,10 +25,10 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto --maxprocesses=4
+	$(PYTEST)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n auto --maxprocesses=4 -m "not integration"
+	$(PYTEST) -m "not integration"
 
 demo: $(STAMP)
 	$(PY) -m bone train configs/demo.yaml --overwrite $(ARGS)
