@@ -168,6 +168,14 @@ def test_every_method_is_built_as_described():
         assert all(not torch.equal(a, p) for a, p in zip(before, params)), name
 
 
+def test_step_uses_the_optimizer_a_training_run_uses():
+    """The timed step runs torch's fused AdamW, as `bone train` does by default (same rule,
+    `train.optim.fuses`), and the per-tensor loop for parameters the fused one does not take."""
+    floats = [torch.nn.Parameter(torch.zeros(4, 4)), torch.nn.Parameter(torch.zeros(4, dtype=torch.bfloat16))]
+    assert measure.optimizer(floats).defaults["fused"] is True
+    assert measure.optimizer([torch.nn.Parameter(torch.zeros(4, 4, device="meta"))]).defaults["fused"] is None
+
+
 # scale.py row -> the bench method that runs it
 SCALE_METHODS = {"PEFT col (MiSS bat)": "peft-bat", "Flash-Bone col": "bone-col", "Flash-Bone row": "bone-row",
                  "PEFT shard (MiSS)": "peft-shard", "Flash-Bone shard": "bone-shard", "PEFT LoRA r=16": "peft-lora"}

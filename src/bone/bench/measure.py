@@ -1,6 +1,6 @@
 """What the benchmark measures: step time, bytes kept for backward, peak RSS.
 
-  step time      one training step (zero_grad, forward, causal-LM loss, backward, AdamW), wall
+  step time      one training step (zero_grad, forward, causal-LM loss, backward, fused AdamW), wall
                  clock (perf_counter) and process CPU time (process_time, steadier when other
                  programs share the cores); methods interleaved round-robin in one process.
   kept bytes     every tensor autograd saves during one forward, recorded by
@@ -71,9 +71,18 @@ def kept_bytes(model: nn.Module, ids: torch.Tensor) -> int:
     return n
 
 
+def optimizer(params: list[nn.Parameter]) -> torch.optim.AdamW:
+    """AdamW over `params`: torch's fused one where it takes them, as `bone train` (optim.fused) and
+    transformers.Trainer (optim "adamw_torch_fused") use by default, so every method's step pays the
+    optimizer a user's run pays."""
+    from ..train.optim import fuses
+
+    return torch.optim.AdamW(params, lr=1e-4, fused=fuses(params) or None)
+
+
 def stepper(model: nn.Module, params: list[nn.Parameter], ids: torch.Tensor) -> Callable[[], None]:
-    """One training step of `model` on `ids` (AdamW on `params`, skipped when there are none)."""
-    opt = torch.optim.AdamW(params, lr=1e-4) if params else None
+    """One training step of `model` on `ids` (`optimizer(params)`, skipped when there are none)."""
+    opt = optimizer(params) if params else None
 
     def step() -> None:
         if opt is not None:

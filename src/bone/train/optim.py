@@ -20,6 +20,11 @@ def lr_factor(step: int, *, warmup: int, total: int, kind: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress)) if kind == "cosine" else max(0.0, 1.0 - progress)
 
 
+def fuses(params) -> bool:
+    """Whether torch's fused AdamW takes `params`: floating tensors, all on CPU or CUDA devices."""
+    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+
+
 def build(method, model: torch.nn.Module, cfg: TrainConfig, total_steps: int, *, can_fuse: bool = True):
     """(AdamW over the method's trainable parameters, in its parameter groups, each naming its
     parameters under "names"; the LambdaLR schedule over `total_steps`). AdamW is torch's fused one
@@ -29,7 +34,7 @@ def build(method, model: torch.nn.Module, cfg: TrainConfig, total_steps: int, *,
     named = dict(method.trainable(model))
     groups = [{"params": [named[n] for n in names], "lr": lr, "names": names}
               for names, lr in method.param_groups(model, cfg)]
-    fused = can_fuse and o.fused and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in named.values())
+    fused = can_fuse and o.fused and fuses(named.values())
     optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay,
                                   fused=fused or None)
     schedule = torch.optim.lr_scheduler.LambdaLR(
