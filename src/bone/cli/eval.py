@@ -25,9 +25,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", choices=METRICS, default=METRICS[0],
                    help="accuracy: greedy generation + final number; loss: loss/perplexity")
     p.add_argument("--template", choices=TEMPLATES, default=TEMPLATES[0])
-    p.add_argument("--prompt-field", help="loss: record field holding the prompt (default: auto-detected)")
-    p.add_argument("--response-field", help="loss: record field holding the answer (default: auto-detected)")
-    p.add_argument("--messages-field", help="loss: record field holding chat messages")
+    p.add_argument("--prompt-field", help="record field holding the prompt (default: auto-detected)")
+    p.add_argument("--response-field", help="record field holding the answer (default: auto-detected)")
+    p.add_argument("--messages-field", help="record field holding chat messages (instead of prompt and answer)")
     p.add_argument("--batch-size", type=at_least(1), default=8)
     p.add_argument("--max-new-tokens", type=at_least(1), default=256, help="accuracy: generation budget per answer")
     p.add_argument("--max-length", type=at_least(2), default=512, help="loss: tokens per example")

@@ -22,12 +22,14 @@ def _check(metric: str) -> None:
 
 
 def eval_data(records, tokenizer, *, metric: str, template: str, fields: dict | None = None, max_length: int = 512):
-    """What `evaluate` reads for `metric`: Examples (accuracy: prompt and gold answer; fields are
-    auto-detected) or the tokenized examples (loss: `fields` and `max_length` as in training)."""
+    """What `evaluate` reads for `metric`: Examples (accuracy: prompt and gold answer) or the
+    tokenized examples (loss: `max_length` as in training). `fields` (prompt_field, response_field,
+    messages_field; None = auto-detected) name the records' fields for either metric."""
     _check(metric)
+    examples = to_examples(records, **(fields or {}))
     if metric == "accuracy":
-        return to_examples(records)
-    return tokenize_examples(to_examples(records, **(fields or {})), tokenizer, template=template, max_length=max_length)
+        return examples
+    return tokenize_examples(examples, tokenizer, template=template, max_length=max_length)
 
 
 def evaluate(model, tokenizer, data, *, metric: str, template: str, batch_size: int = 8,
