@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from bone import fs
 
@@ -17,9 +18,12 @@ def test_written_files_and_folders_get_the_umask_mode(tmp_path, umask):
     try:
         f = fs.write_text(tmp_path / "a.txt", "x")
         d = fs.make_temp_dir(tmp_path / "folder")
+        st = tmp_path / "w.safetensors"  # safetensors itself creates files 0600
+        fs.save_safetensors({"w": torch.zeros(2)}, st)
     finally:
         os.umask(old)
     assert f.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert st.stat().st_mode & 0o777 == 0o666 & ~umask
     assert d.stat().st_mode & 0o777 == 0o777 & ~umask
 
 

@@ -123,7 +123,8 @@ def append_text(path: str | os.PathLike, text: str) -> None:
 
 def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict | None = None) -> None:
     """safetensors' `save_file`, with its I/O failures raised as the OSError they are (a full disk is
-    `OSError(ENOSPC)`, not a SafetensorError), so callers and the CLI treat them like any write."""
+    `OSError(ENOSPC)`, not a SafetensorError), so callers and the CLI treat them like any write. The
+    file gets the umask's mode (safetensors creates it private, 0600)."""
     from safetensors import SafetensorError
     from safetensors.torch import save_file
 
@@ -135,6 +136,7 @@ def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict | No
             raise
         code = int(found.group(1))
         raise OSError(code, os.strerror(code), str(path)) from None
+    open_up(path)
 
 
 def save_torch(obj, path: str | os.PathLike) -> Path:
