@@ -126,24 +126,35 @@ def resolve_targets(model: nn.Module, cfg: BoneConfig) -> list[str]:
     return names
 
 
+def _grouped(problems: list[tuple[str, str]]) -> str:
+    """(layer name, what is wrong with it) pairs as one line: layers with the same problem named
+    once, by their first layer and how many more share it."""
+    groups: dict[str, list[str]] = {}
+    for name, why in problems:
+        groups.setdefault(why, []).append(name)
+    return "; ".join(f"{names[0]}{f' and {len(names) - 1} more like it' if len(names) > 1 else ''} {why}"
+                     for why, names in groups.items())
+
+
 def check_shapes(model: nn.Module, names: list[str], cfg: BoneConfig) -> None:
-    """One ModelError listing every target the variant (or bone) cannot adapt, with a value that works."""
+    """One ModelError (one line) naming every target the variant (or bone) cannot adapt, grouped by
+    shape, with a value that works."""
     variant = variants.get(cfg.variant)
     modules = dict(model.named_modules())
-    unusable = [f"  {n} ({type(modules[n]).__name__}): {why}" for n in names if not isinstance(modules[n], BoneLinear)
+    unusable = [(n, f"({type(modules[n]).__name__}): {why}") for n in names if not isinstance(modules[n], BoneLinear)
                 and (why := kind_of(modules[n]).problem(modules[n])) is not None]
     if unusable:
-        raise ModelError(f"bone cannot adapt {len(unusable)} layer(s):\n" + "\n".join(unusable))
+        raise ModelError(f"bone cannot adapt {len(unusable)} layer(s): {_grouped(unusable)}")
     problems = []
     for name in names:
         out, in_ = target_shape(modules[name])
         why = variant.check(out, in_, cfg.r, cfg.mini_r)
         if why is not None:
-            problems.append(f"  {name} (out={out}, in={in_}): {why}; {variant.hint(out, in_, cfg.r, cfg.mini_r)}")
+            problems.append((name, f"(out={out}, in={in_}): {why}, {variant.hint(out, in_, cfg.r, cfg.mini_r)}"))
     if problems:
         raise ModelError(
-            f"variant {cfg.variant!r} with r={cfg.r} cannot adapt {len(problems)} layer(s):\n" + "\n".join(problems)
-            + "\nChange r (or mini_r), or leave these layers out with exclude_modules."
+            f"variant {cfg.variant!r} with r={cfg.r} cannot adapt {len(problems)} layer(s): {_grouped(problems)}. "
+            "Change r (or mini_r), or leave these layers out with exclude_modules."
         )
 
 

@@ -23,22 +23,25 @@ def assert_unchanged(model, snap):
     assert all(p.requires_grad for p in model.parameters())
 
 
-def test_ragged_col_refused_listing_every_layer_with_nearest_r(make_llama):
+def test_ragged_col_refused_in_one_line_per_shape_with_nearest_r(make_llama):
     model = make_llama()
     snap = snapshot(model)
     with pytest.raises(ValueError) as err:
         bone.apply(model, bone.BoneConfig(r=24, variant="col"))
     msg = str(err.value)
-    assert "cannot adapt 14 layer(s)" in msg  # 7 projections x 2 layers
-    assert "model.layers.0.self_attn.q_proj (out=64, in=64)" in msg
-    assert "model.layers.1.mlp.down_proj (out=64, in=128)" in msg
+    assert "\n" not in msg
+    assert "cannot adapt 14 layer(s)" in msg  # 7 projections x 2 layers, of 4 shapes
+    assert "model.layers.0.self_attn.q_proj and 3 more like it (out=64, in=64)" in msg  # q, o
+    assert "model.layers.0.self_attn.k_proj and 3 more like it (out=32, in=64)" in msg  # k, v
+    assert "model.layers.0.mlp.gate_proj and 3 more like it (out=128, in=64)" in msg
+    assert "model.layers.0.mlp.down_proj and 1 more like it (out=64, in=128)" in msg
     assert "nearest r that works: 16" in msg  # 16 and 32 tie; the smaller wins
     assert_unchanged(model, snap)
 
 
 def test_mini_r_not_dividing_out_names_the_nearest(make_llama):
     model = make_llama()
-    with pytest.raises(ValueError, match=r"out_features divisible by mini_r=5; nearest mini_r that works: 4"):
+    with pytest.raises(ValueError, match=r"out_features divisible by mini_r=5, nearest mini_r that works: 4"):
         bone.apply(model, bone.BoneConfig(r=8, variant="mini", mini_r=5))
 
 
