@@ -3,6 +3,7 @@ error is one line, a bug keeps its traceback and asks to be reported, --tracebac
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ print(json.dumps({"codes": codes, "torch": "torch" in sys.modules, "transformers
 def test_help_and_usage_errors_do_not_import_torch():
     """Help of every command (bench's is bone.bench's own) and argparse's usage errors run without torch."""
     calls = [["--help"], [], ["train", "--help"], ["eval", "--help"], ["merge", "--help"], ["export", "--help"],
-             ["export", "--to", "merged", "--help"], ["bench", "--help"], ["compare", "--help"], ["trian"],
+             ["export", "--to", "merged", "--help"], ["bench", "--help"], ["compare", "--help"], ["trian"], ["train"],
              ["eval", "--model", "m"], ["train", "--stop-at", "x"], ["train", "--stop-at", "0"], ["export", "--to", "gguf"],
              ["export", "--to", "merged", "--adapter", "a", "--out", "o"], ["bench", "--repeats", "x"],
              ["eval", "--model", "m", "--data", "d", "--out", "o", "--batch-size", "0"],
@@ -60,6 +61,25 @@ def test_python_dash_m_bone_lists_commands():
 def test_unknown_command_is_a_usage_error(bone_cli):
     code, _, err = bone_cli("trian")
     assert code == 2 and "invalid choice: 'trian'" in err and "'train'" in err
+
+
+def test_train_without_config_or_overrides_is_a_usage_error(bone_cli):
+    """A bare `bone train` would start the default run (hours on a CPU): it asks for a config instead."""
+    code, _, err = bone_cli("train")
+    assert code == 2 and err.splitlines()[0].startswith("usage: bone train")
+    assert err.splitlines()[-1].startswith("bone train: error: needs CONFIG.yaml (e.g. configs/demo.yaml)")
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """`bone train CONFIG --print-config | head -1`: the reader is gone, bone stops without a report."""
+    read, write = os.pipe()
+    os.close(read)  # no reader: the first write fails with EPIPE
+    try:
+        r = subprocess.run([sys.executable, "-m", "bone", "train", "configs/demo.yaml", "--print-config"], stdout=write,
+                           stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV, timeout=120)
+    finally:
+        os.close(write)
+    assert (r.returncode, r.stderr) == (141, "")
 
 
 def test_a_user_error_is_one_line(bone_cli):

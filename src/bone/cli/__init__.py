@@ -7,12 +7,14 @@ running out of memory (with what to try), and the OS errors a user causes (disk 
 read-only filesystem, permission denied, a missing or existing path). Anything else is a bug in
 bone: its traceback is printed, then one line asking to report it (status 1). `--traceback`
 (before or after the command) prints the traceback of user errors too. Usage errors are
-argparse's (usage line, message, status 2).
+argparse's (usage line, message, status 2). Output piped into a reader that stops early
+(`| head`) ends the command quietly with status 141, as a pipe-closed C program's shell reports.
 """
 from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 import traceback
 
@@ -96,6 +98,17 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as done:  # --help was printed, or argparse reported a usage error
         return done.code
     try:
-        return command.run(args)
+        code = command.run(args)
+        sys.stdout.flush()  # a closed pipe shows here rather than in the interpreter's last flush
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except Exception as err:
         return report(err, top.command, top.traceback or args.traceback)
+
+
+def _reader_gone() -> int:
+    """Status 141 (128 + SIGPIPE) after stdout's reader closed the pipe; what is still buffered goes to
+    /dev/null, so the interpreter's final flush does not raise again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141

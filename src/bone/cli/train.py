@@ -38,9 +38,13 @@ def parser() -> argparse.ArgumentParser:
 def parse(argv: list[str]) -> argparse.Namespace:
     """bone train's own options; what is left is CONFIG.yaml (first, optional) and the overrides,
     which the config loader reads (`bone.options.parse_overrides`)."""
-    args, rest = parser().parse_known_args(argv)
+    p = parser()
+    args, rest = p.parse_known_args(argv)
     args.config = rest.pop(0) if rest and not rest[0].startswith("-") and "=" not in rest[0] else None
     args.overrides = rest
+    if args.config is None and not rest and args.resume is None and not args.print_config:
+        p.error("needs CONFIG.yaml (e.g. configs/demo.yaml) or section.key=value overrides "
+                "(--print-config shows every default)")
     if args.resume not in (None, "latest") and not Path(args.resume).is_dir():
         if "=" in args.resume:  # `--resume key=value`: a bare --resume, then an override
             args.overrides.insert(0, args.resume)
