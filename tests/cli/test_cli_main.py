@@ -70,6 +70,16 @@ def test_train_without_config_or_overrides_is_a_usage_error(bone_cli):
     assert err.splitlines()[-1].startswith("bone train: error: needs CONFIG.yaml (e.g. configs/demo.yaml)")
 
 
+@pytest.mark.parametrize("argv,near", [(["train", "configs/demo.yaml", "--overwrit"], "--overwrite"),
+                                       (["train", "configs/demo.yaml", "--print-conifg"], "--print-config"),
+                                       (["compare", "configs/compare-demo.yaml", "--quik"], "--quick")])
+def test_a_misspelled_option_is_a_usage_error_naming_the_option(bone_cli, argv, near):
+    """Not an unknown config key: the command's own option it resembles."""
+    code, _, err = bone_cli(*argv)
+    bad = argv[-1]
+    assert code == 2 and err.splitlines()[-1] == f"bone {argv[0]}: error: unrecognized argument {bad}; did you mean {near}?"
+
+
 def test_output_into_a_closed_pipe_ends_quietly():
     """`bone train CONFIG --print-config | head -1`: the reader is gone, bone stops without a report."""
     read, write = os.pipe()

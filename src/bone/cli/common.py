@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
 
 TRACEBACK_HELP = "on an error, also print its full traceback (user errors are otherwise one line)"
 
@@ -28,3 +30,22 @@ def at_least(low: int):
 
     parse.__name__ = f"int >= {low}"
     return parse
+
+
+def config_and_overrides(p: argparse.ArgumentParser, argv: list[str], config_cls) -> argparse.Namespace:
+    """`p`'s options from argv, plus `config` (the first bare argument, CONFIG.yaml, or None) and
+    `overrides` (the rest: key=value and --section.key VALUE, read by `bone.options`). A `--name`
+    that starts no key of `config_cls` but resembles one of p's own options is a usage error naming
+    that option (--overwrit is a typo of --overwrite, not an unknown config key)."""
+    args, rest = p.parse_known_args(argv)
+    keys = {f.name for f in dataclasses.fields(config_cls)}
+    options = [s for action in p._actions for s in action.option_strings if s.startswith("--")]
+    for a in rest:
+        name = a.split("=", 1)[0]
+        if name.startswith("--") and name[2:].replace("-", "_").split(".")[0] not in keys:
+            near = difflib.get_close_matches(name, options, n=1)
+            if near:
+                p.error(f"unrecognized argument {name}; did you mean {near[0]}?")
+    args.config = rest.pop(0) if rest and not rest[0].startswith("-") and "=" not in rest[0] else None
+    args.overrides = rest
+    return args

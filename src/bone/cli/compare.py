@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import new_parser
+from .common import config_and_overrides, new_parser
 
 ABOUT = "Bone vs LoRA / PiSSA / DoRA / full on your model and data, fairly"
 USAGE = "bone compare CONFIG.yaml [--quick] [key=value ...]"
@@ -34,10 +34,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    args, rest = parser().parse_known_args(argv)
-    args.config = rest.pop(0) if rest and not rest[0].startswith("-") and "=" not in rest[0] else None
-    args.overrides = rest
-    return args
+    from ..compare.config import CompareConfig
+
+    return config_and_overrides(parser(), argv, CompareConfig)
 
 
 def _plan_lines(plan) -> list[str]:

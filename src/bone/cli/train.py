@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import at_least, new_parser
+from .common import at_least, config_and_overrides, new_parser
 
 ABOUT = "fine-tune with a Bone adapter (resumable, multi-GPU)"
 USAGE = "bone train CONFIG.yaml [section.key=value ...]"
@@ -38,11 +38,11 @@ def parser() -> argparse.ArgumentParser:
 def parse(argv: list[str]) -> argparse.Namespace:
     """bone train's own options; what is left is CONFIG.yaml (first, optional) and the overrides,
     which the config loader reads (`bone.options.parse_overrides`)."""
+    from ..train.config import TrainConfig
+
     p = parser()
-    args, rest = p.parse_known_args(argv)
-    args.config = rest.pop(0) if rest and not rest[0].startswith("-") and "=" not in rest[0] else None
-    args.overrides = rest
-    if args.config is None and not rest and args.resume is None and not args.print_config:
+    args = config_and_overrides(p, argv, TrainConfig)
+    if args.config is None and not args.overrides and args.resume is None and not args.print_config:
         p.error("needs CONFIG.yaml (e.g. configs/demo.yaml) or section.key=value overrides "
                 "(--print-config shows every default)")
     if args.resume not in (None, "latest") and not Path(args.resume).is_dir():
