@@ -48,8 +48,13 @@ def test_bad_yaml_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
     (tmp_path / "t.yaml").write_text("optim: [1, 2\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match="not valid YAML at line 2, column 1: expected ',' or ']'") as err:
         load_config(tmp_path / "t.yaml")
+    assert "\n" not in str(err.value)
+    (tmp_path / "s.yaml").write_text("optim:\n  lr: 1\n bad: 2\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML at line 3, column 2: \S") as err:
+        load_config(tmp_path / "s.yaml")
+    assert "\n" not in str(err.value)
     (tmp_path / "u.yaml").write_text("optim:\n  learning_rate: 1\n")
     with pytest.raises(ConfigError, match="'optim.learning_rate'"):
         load_config(tmp_path / "u.yaml")

@@ -219,8 +219,11 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config file {str(p)!r} not found (pass a YAML file such as configs/demo.yaml)")
     try:
         return yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    except yaml.YAMLError as e:  # one line: PyYAML's message spans several, with a copy of the text
+        mark = getattr(e, "problem_mark", None)
+        where = "" if mark is None else f" at line {mark.line + 1}, column {mark.column + 1}"
+        what = getattr(e, "problem", None) or str(e).strip().splitlines()[0]
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML{where}: {what}") from None
 
 
 def load(cls, path: str | Path | None = None, overrides: list[str] = ()):
