@@ -114,8 +114,11 @@ def _config_from_peft(data: dict, file: Path) -> BoneConfig:
     variant = variants.from_peft(ptype, init)
     if variant is None:
         known = sorted({t for v in variants.VARIANTS.values() for t, _ in v.peft_reads})
-        raise AdapterError(f"{file}: peft_type {ptype!r} with init_weights={init!r} is not a Bone/MiSS adapter "
-                           f"(known peft_type values: {known})")
+        if ptype in known:
+            raise AdapterError(f"{file}: peft_type {ptype!r} with init_weights={init!r} is no Bone/MiSS variant bone knows")
+        raise AdapterError(f"{file}: a PEFT {ptype} adapter, not a Bone/MiSS one (peft_type {known}); merge it into its "
+                           f"base model (bone merge --base BASE --adapter {file.parent} --out MERGED) and use MERGED "
+                           f"as the model")
     if "r" not in data:
         raise AdapterError(f"{file}: missing field 'r'")
     return BoneConfig(

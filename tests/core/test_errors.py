@@ -241,6 +241,15 @@ def test_adapter_config_contradicting_bone_config_is_refused(make_llama, saved, 
     assert said in msg and "bone_config.json and the tensors say" in msg
 
 
+def test_a_peft_lora_folder_is_refused_with_the_way_to_use_it(make_llama, tmp_path):
+    """A LoRA adapter (PEFT's own folder) is no Bone adapter: the message says to merge it and use the result."""
+    peft = pytest.importorskip("peft")
+    lora = peft.get_peft_model(make_llama(), peft.LoraConfig(r=4, target_modules=["q_proj"]))
+    lora.save_pretrained(tmp_path / "lora")
+    msg = _load_fails(make_llama, tmp_path / "lora", r"a PEFT LORA adapter, not a Bone/MiSS one")
+    assert f"bone merge --base BASE --adapter {tmp_path / 'lora'} --out MERGED" in msg and "\n" not in msg
+
+
 def test_non_finite_blocks_are_refused_at_load_naming_the_tensor(make_llama, randomize, tmp_path):
     model = randomize(bone.apply(make_llama(), bone.BoneConfig(r=16, variant="shard")))
     layers = list(bone.bone_layers(model))
