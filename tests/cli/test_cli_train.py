@@ -101,6 +101,7 @@ def test_stop_then_resume_from_the_run_folder_or_a_checkpoint_alone(bone_cli, mo
     run = tmp_path / "run"
     code, out, _ = bone_cli("train", *tiny.overrides(model_dir, run), "--stop-at", "2")
     assert code == 0 and "stopped by stop_at=2 after step 2" in out and not (run / "adapter").exists()
+    assert f"continue with: bone train --resume {run}\n" in out  # the command the last call below runs
     code, out, _ = bone_cli("train", "--resume", run / "checkpoints" / "step-000002", "--stop-at", "4")
     assert code == 0 and "resuming at step 2" in out and "stopped by stop_at=4" in out
     code, out, _ = bone_cli("train", "--resume", run)  # config read from the run folder

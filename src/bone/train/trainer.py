@@ -21,6 +21,7 @@ a write that fails on one process (a full disk) is raised on every process, so n
 from __future__ import annotations
 
 import inspect
+import shlex
 import shutil
 import signal
 import time
@@ -328,7 +329,7 @@ class Trainer:
                     monitor.close()
                     why = signal.Signals(self.stop_signal).name if self.stop_signal else f"stop_at={stop_at}"
                     print(f"stopped by {why} after step {self.step}; checkpoint {last_saved}\n"
-                          f"continue with: bone train <config> --resume", flush=True)
+                          f"continue with: bone train --resume {shlex.quote(str(self.run_dir.root))}", flush=True)
                 return STOP_SIGNALS.get(self.stop_signal, 0) if self.stop_signal else 0
         self.save_adapter()
         return 0
