@@ -105,7 +105,7 @@ class Method:
         family.check_save_model(base)
         model = self.merged(self.load(load_model(base), adapter))
         family.save_model(model, base, dest)
-        return f"merged the {self.name} result {adapter} into {base}"
+        return f"merged the {self.name} result {adapter} with the base model {base}"
 
     def base_outputs(self, model: nn.Module) -> AbstractContextManager:
         """A context in which `model` computes its base model's outputs as cheaply as the method

@@ -50,7 +50,7 @@ class RWKVFamily(Family):
         from .merge import merge_pth
 
         merge_pth(base, adapter, dest)
-        return f"merged {adapter} into {base}"
+        return f"merged {adapter} with the base model {base}"
 
     def save_model(self, model, base, dest):
         from .checkpoint import save_like
