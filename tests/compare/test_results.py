@@ -64,3 +64,12 @@ def test_the_rate_is_picked_on_validation_where_test_disagrees(model_dir, tmp_pa
     note = report.edge_note(summary)
     assert note.startswith("col picked the lowest learning rate of its list; lora picked the highest learning rate of its list")
     assert note in report.markdown(plan, summary, "bone compare x.yaml")
+
+
+def test_closing_line_ranks_equal_accuracies_as_a_tie():
+    arm = lambda mean, v: {"test": {"mean": mean}, "versus_reference": v}  # noqa: E731
+    v = {"diff": 0.0, "low": -0.1, "high": 0.1, "significant": False}
+    summary = {"reference": "col", "confidence": 0.95, "ranking": ["col", "lora", "pissa"],
+               "arms": {"col": arm(0.5, None), "lora": arm(0.5, v), "pissa": arm(0.25, v)}}
+    assert report.closing_line(summary).startswith(
+        "ranking (test accuracy at each arm's validation-picked lr): col 0.500 = lora 0.500 > pissa 0.250; vs col")

@@ -47,7 +47,9 @@ def table(summary: dict) -> list[str]:
 def closing_line(summary: dict) -> str:
     """The ranking by test accuracy and, for every other arm, its difference to the reference."""
     ref, arms = summary["reference"], summary["arms"]
-    ranking = " > ".join(f"{a} {arms[a]['test']['mean']:.3f}" for a in summary["ranking"])
+    shown = [(a, f"{arms[a]['test']['mean']:.3f}") for a in summary["ranking"]]  # best first; equal as shown: "="
+    ranking = f"{shown[0][0]} {shown[0][1]}" + "".join(
+        f" {'=' if m == prev else '>'} {a} {m}" for (_, prev), (a, m) in zip(shown, shown[1:]))
     parts = []
     for arm in summary["ranking"]:
         v = arms[arm]["versus_reference"]
