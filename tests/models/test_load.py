@@ -13,6 +13,7 @@ def test_missing_local_paths_are_reported_as_missing(load, path):
     with pytest.raises(MissingPathError, match=f"'{path}' not found") as err:
         load(path)
     assert "Repo id" not in str(err.value)
+    assert ("read from the model's folder unless" in str(err.value)) == (load is load_tokenizer)  # model.path's typo
 
 
 def test_folder_without_config_is_not_a_model(tmp_path):

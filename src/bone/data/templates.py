@@ -69,7 +69,8 @@ def _detect(row: dict) -> tuple[str | None, str | None, str | None]:
             return p, r, None
     raise DataError(f"record 0: cannot tell the prompt and response fields from {sorted(map(str, row))}; "
                     f"known layouts: {', '.join(f'{p}/{r}' for p, r in FIELD_PAIRS)}, messages; "
-                    f"or name them with prompt_field= and response_field=")
+                    f"or name them (bone train: data.prompt_field= and data.response_field=; bone eval: "
+                    f"--prompt-field and --response-field)")
 
 
 def to_examples(records, *, prompt_field: str | None = None, response_field: str | None = None,

@@ -160,8 +160,9 @@ class HFFamily(Family):
         if looks_like_hub_name(str(path)):
             require_hub(str(path), what, "model=/path/to/hf_model_dir")
             return
+        whose = " (read from the model's folder unless model.tokenizer / --tokenizer names one)" if what == "tokenizer" else ""
         raise MissingPathError(
-            f"{what} {str(path)!r} not found: pass a Hugging Face model folder, an RWKV .pth file, "
+            f"{what} {str(path)!r} not found{whose}: pass a Hugging Face model folder, an RWKV .pth file, "
             f"or an embedded name (smollm2-135m)")
 
     def load_model(self, path, dtype, quant=None):
