@@ -4,6 +4,10 @@ or into the dequantized weights (both print the cost of the choice)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -65,3 +69,15 @@ def test_bad_quantization_options_are_one_line(model_dir, tmp_path, bone_cli):
         assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
     code, _, err = bone_cli("merge", "--base", model_dir, "--adapter", tmp_path, "--out", tmp_path / "m", "--dequantized")
     assert code == 1 and "needs the quantization the adapter was trained with" in err
+
+
+def test_the_command_does_not_print_bitsandbytes_optional_kernel_warning(model_dir, tmp_path):
+    """On CPUs with AVX512-BF16 (as CI's), importing bitsandbytes logs that an optional Hub kernel
+    could not be fetched; the command hides that line (bone.cli.QUIET_LOGGERS), so a quantized run
+    prints only its own output."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    r = subprocess.run([sys.executable, "-m", "bone", "eval", "--model", str(model_dir), "--data", "bundled:arith",
+                        "--limit", "1", "--metric", "loss", "--quantize", "nf4", "--out", str(tmp_path / "e")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "kernels-community" not in r.stderr and "gemm_4bit_forward" not in r.stderr

@@ -9,11 +9,13 @@ bone: its traceback is printed, then one line asking to report it (status 1). `-
 (before or after the command) prints the traceback of user errors too. Usage errors are
 argparse's (usage line, message, status 2). Output piped into a reader that stops early
 (`| head`) ends the command quietly with status 141, as a pipe-closed C program's shell reports.
+Third-party log lines that describe no problem of the user's run are hidden (`QUIET_LOGGERS`).
 """
 from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import os
 import sys
 import traceback
@@ -86,8 +88,18 @@ def report(err: BaseException, command: str, show_traceback: bool) -> int:
     return 1
 
 
+# third-party log lines the command hides: they describe no problem of the user's run
+QUIET_LOGGERS = {
+    # bitsandbytes on CPUs with AVX512-BF16 looks for an optional Hub kernel (transformers installs `kernels`, the
+    # Hub refuses it offline) and warns at import, even when no quantized layer is used; its own kernels run instead
+    "bitsandbytes.backends.cpu.ops": logging.ERROR,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
     if not argv:
         _parser().print_help(sys.stderr)
         return 2
