@@ -3,6 +3,7 @@ forms, and bad input (one clear line, exit 1, nothing written)."""
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,14 @@ def test_after_a_kill_before_the_first_checkpoint_resume_and_rerun_agree(bone_cl
                                                   f"--overwrite, or pick another output_dir=...")
     code, _, _ = bone_cli("train", *tiny.overrides(model_dir, run, **{"schedule.max_steps": 2}), "--overwrite")
     assert code == 0 and (run / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_a_peft_run_shows_no_deprecation_warning_peft_triggers_in_transformers(bone_cli, model_dir, tmp_path):
+    """PEFT reads transformers 5's deprecated `is_gradient_checkpointing`; the command hides that warning
+    (bone.cli.QUIET_WARNINGS), nothing the user could change."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        code, _, err = bone_cli("train", *tiny.overrides(model_dir, tmp_path / "run", method="lora",
+                                                         **{"schedule.max_steps": 1}))
+    assert code == 0, err
+    assert not [w for w in seen if "is_gradient_checkpointing" in str(w.message)]

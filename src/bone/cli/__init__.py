@@ -9,7 +9,8 @@ bone: its traceback is printed, then one line asking to report it (status 1). `-
 (before or after the command) prints the traceback of user errors too. Usage errors are
 argparse's (usage line, message, status 2). Output piped into a reader that stops early
 (`| head`) ends the command quietly with status 141, as a pipe-closed C program's shell reports.
-Third-party log lines that describe no problem of the user's run are hidden (`QUIET_LOGGERS`).
+Third-party log lines and warnings that describe no problem of the user's run are hidden
+(`QUIET_LOGGERS`, `QUIET_WARNINGS`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 
 from . import bench, chat, compare, export, generate, merge, train
 from . import eval as eval_command
@@ -94,12 +96,17 @@ QUIET_LOGGERS = {
     # Hub refuses it offline) and warns at import, even when no quantized layer is used; its own kernels run instead
     "bitsandbytes.backends.cpu.ops": logging.ERROR,
 }
+QUIET_WARNINGS = [  # (message regex, category): PEFT calls a transformers 5 property it has deprecated
+    (r"`is_gradient_checkpointing` is deprecated", FutureWarning),
+]
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
+    for message, category in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
     if not argv:
         _parser().print_help(sys.stderr)
         return 2
