@@ -164,3 +164,23 @@ def test_targets_that_do_not_fit_fail_before_writing(model_dir, tmp_path):
     with pytest.raises(ValueError, match="r=48"):
         Trainer(config(model_dir, out, **{"bone.r": 48})).setup()
     assert not out.exists()
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "loss"])
+def test_training_and_held_out_data_may_name_different_fields(model_dir, tmp_path, metric):
+    """data.prompt_field / response_field name the training file's fields; the held-out data (here
+    bundled arithmetic: question / answer) keeps them unless data.eval_* name its own."""
+    from bone.data import arith
+
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"q": r["question"], "a": r["answer"]}) + "\n" for r in arith.generate(8)))
+    same = {"data.train": train, "data.prompt_field": "q", "data.response_field": "a", "data.eval": "bundled:arith",
+            "data.eval_limit": 4, "eval.metric": metric}
+    with pytest.raises(bone.errors.DataError, match="field 'q' is missing"):
+        Trainer(config(model_dir, tmp_path / "a", **same)).setup()
+    own = {**same, "data.eval_prompt_field": "question", "data.eval_response_field": "answer"}
+    trainer = Trainer(config(model_dir, tmp_path / "b", **own)).setup()
+    assert len(trainer.train_set) == 8 and len(trainer.eval_set) == 4
+    held_out = bone.data.to_examples(arith.generate(4, split="test"))
+    if metric == "accuracy":
+        assert [e.prompt for e in trainer.eval_set] == [e.prompt for e in held_out]

@@ -87,9 +87,20 @@ class DataSection:
     prompt_field: str | None = None  # record field holding the prompt (None = auto: query/question/instruction/prompt)
     response_field: str | None = None  # record field holding the answer (None = auto: response/answer/output)
     messages_field: str | None = None  # record field holding chat messages (use instead of prompt/response)
+    eval_prompt_field: str | None = None  # the held-out data's prompt field, when its fields differ from the training data's (all three eval_* unset = the training data's fields)
+    eval_response_field: str | None = None  # the held-out data's answer field (see eval_prompt_field)
+    eval_messages_field: str | None = None  # the held-out data's chat messages field (see eval_prompt_field)
     template: str = "alpaca"  # prompt template: "alpaca" (the seed's) or "chat" (the tokenizer's chat template)
     max_length: int = 512  # tokens per example; longer ones are truncated (counted and reported)
     packing: bool = False  # pack several examples into each max_length row
+
+    def fields(self, held_out: bool = False) -> dict[str, str | None]:
+        """`to_examples`' field arguments for the training data, or (held_out) for the held-out data:
+        the eval_* settings when any is set (unset ones auto-detected), else the training data's."""
+        names = ("prompt_field", "response_field", "messages_field")
+        if held_out and any(getattr(self, "eval_" + n) is not None for n in names):
+            return {n: getattr(self, "eval_" + n) for n in names}
+        return {n: getattr(self, n) for n in names}
 
     def __post_init__(self) -> None:
         if self.template not in TEMPLATES:

@@ -113,15 +113,14 @@ class Trainer:
     def _setup_data(self) -> None:
         """Records, tokenizer, tokenized training (and evaluation) data, and the batch plan."""
         cfg, d = self.cfg, self.cfg.data
-        fields = dict(prompt_field=d.prompt_field, response_field=d.response_field, messages_field=d.messages_field)
         train_records = load_records(d.train, split=d.train_split, limit=d.train_limit)
         eval_records = load_records(d.eval, split=d.eval_split, limit=d.eval_limit) if d.eval else None
         self.tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path)
-        self.train_set = tokenize_examples(to_examples(train_records, **fields), self.tokenizer, template=d.template,
+        self.train_set = tokenize_examples(to_examples(train_records, **d.fields()), self.tokenizer, template=d.template,
                                            max_length=d.max_length, packing=d.packing)
         if eval_records is not None:
             self.eval_set = eval_data(eval_records, self.tokenizer, metric=cfg.eval.metric, template=d.template,
-                                      fields=fields, max_length=d.max_length)
+                                      fields=d.fields(held_out=True), max_length=d.max_length)
         s, acc = cfg.schedule, self.acc
         self.plan = BatchPlan(len(self.train_set), s.batch_size, s.grad_accum, acc.num_processes, acc.process_index, s.seed)
         self.total_steps = self.plan.steps_per_epoch * s.epochs
