@@ -80,6 +80,14 @@ def test_a_misspelled_option_is_a_usage_error_naming_the_option(bone_cli, argv, 
     assert code == 2 and err.splitlines()[-1] == f"bone {argv[0]}: error: unrecognized argument {bad}; did you mean {near}?"
 
 
+@pytest.mark.parametrize("argv", [["train", "configs/demo.yaml", "--lr", "1e-4"],
+                                  ["train", "configs/demo.yaml", "--steps", "100"],
+                                  ["compare", "configs/compare-demo.yaml", "--lr", "1e-4"]])
+def test_an_unknown_word_that_is_no_typo_of_an_option_is_an_unknown_config_key(bone_cli, argv):
+    code, _, err = bone_cli(*argv)
+    assert code == 1 and f"unknown config key '{argv[2][2:]}'" in err and "did you mean --" not in err
+
+
 def test_output_into_a_closed_pipe_ends_quietly():
     """`bone train CONFIG --print-config | head -1`: the reader is gone, bone stops without a report."""
     read, write = os.pipe()
@@ -118,6 +126,17 @@ def test_an_internal_error_keeps_its_traceback_and_asks_for_a_report(bone_cli, m
     assert lines[-2] == "KeyError: 'step'"
     assert lines[-1].startswith("bone train: internal error (KeyError): this is a bug in bone, not in your input; "
                                 "please report it with the traceback above (bone 0.1.0, Python ")
+
+
+def test_a_broken_pipe_other_than_stdout_is_reported_as_a_bug(bone_cli, monkeypatch):
+    """Only stdout's reader going away ends quietly; a broken pipe to anything else keeps its traceback."""
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(bone.cli.train, "run", broken)
+    code, _, err = bone_cli("train", "optim.lr=1e-4")
+    assert code == 1 and "Traceback" in err and "in broken" in err
+    assert err.splitlines()[-1].startswith("bone train: internal error (BrokenPipeError)")
 
 
 def test_os_errors_a_user_causes_are_one_line(bone_cli, model_dir, tmp_path):

@@ -18,6 +18,7 @@ import argparse
 import errno
 import logging
 import os
+import select
 import sys
 import traceback
 import warnings
@@ -120,14 +121,23 @@ def main(argv: list[str] | None = None) -> int:
         code = command.run(args)
         sys.stdout.flush()  # a closed pipe shows here rather than in the interpreter's last flush
         return code
-    except BrokenPipeError:
-        return _reader_gone()
+    except BrokenPipeError as err:
+        if _stdout_reader_gone():
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's last flush must not raise
+            return 141  # 128 + SIGPIPE
+        return report(err, top.command, top.traceback or args.traceback)  # another pipe (a socket, a child): a bug
     except Exception as err:
         return report(err, top.command, top.traceback or args.traceback)
 
 
-def _reader_gone() -> int:
-    """Status 141 (128 + SIGPIPE) after stdout's reader closed the pipe; what is still buffered goes to
-    /dev/null, so the interpreter's final flush does not raise again."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 141
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end is closed (poll reports an error on it)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by an object without a file (io.StringIO)
+        return False
+    if not hasattr(select, "poll"):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))

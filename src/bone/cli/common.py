@@ -39,11 +39,11 @@ def config_and_overrides(p: argparse.ArgumentParser, argv: list[str], config_cls
     that option (--overwrit is a typo of --overwrite, not an unknown config key)."""
     args, rest = p.parse_known_args(argv)
     keys = {f.name for f in dataclasses.fields(config_cls)}
-    options = [s for action in p._actions for s in action.option_strings if s.startswith("--")]
+    options = [s for action in p._actions for s in action.option_strings if s.startswith("--") and s != "--help"]
     for a in rest:
         name = a.split("=", 1)[0]
         if name.startswith("--") and name[2:].replace("-", "_").split(".")[0] not in keys:
-            near = difflib.get_close_matches(name, options, n=1)
+            near = difflib.get_close_matches(name, options, n=1, cutoff=0.75)  # a typo, not another word
             if near:
                 p.error(f"unrecognized argument {name}; did you mean {near[0]}?")
     args.config = rest.pop(0) if rest and not rest[0].startswith("-") and "=" not in rest[0] else None
