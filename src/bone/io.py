@@ -116,9 +116,10 @@ def _config_from_peft(data: dict, file: Path) -> BoneConfig:
         known = sorted({t for v in variants.VARIANTS.values() for t, _ in v.peft_reads})
         if ptype in known:
             raise AdapterError(f"{file}: peft_type {ptype!r} with init_weights={init!r} is no Bone/MiSS variant bone knows")
-        raise AdapterError(f"{file}: a PEFT {ptype} adapter, not a Bone/MiSS one (peft_type {known}); merge it into its "
-                           f"base model (bone merge --base BASE --adapter {file.parent} --out MERGED) and use MERGED "
-                           f"as the model")
+        if ptype == "LORA":
+            raise AdapterError(f"{file}: a PEFT LoRA adapter, not a Bone/MiSS one; load it with PEFT, or merge it with its "
+                               f"base (bone merge --base BASE --adapter {file.parent} --out MERGED) and use MERGED as the model")
+        raise AdapterError(f"{file}: peft_type {ptype!r} is not a Bone/MiSS adapter (bone reads peft_type {known})")
     if "r" not in data:
         raise AdapterError(f"{file}: missing field 'r'")
     return BoneConfig(

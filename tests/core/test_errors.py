@@ -246,7 +246,7 @@ def test_a_peft_lora_folder_is_refused_with_the_way_to_use_it(make_llama, tmp_pa
     peft = pytest.importorskip("peft")
     lora = peft.get_peft_model(make_llama(), peft.LoraConfig(r=4, target_modules=["q_proj"]))
     lora.save_pretrained(tmp_path / "lora")
-    msg = _load_fails(make_llama, tmp_path / "lora", r"a PEFT LORA adapter, not a Bone/MiSS one")
+    msg = _load_fails(make_llama, tmp_path / "lora", r"a PEFT LoRA adapter, not a Bone/MiSS one; load it with PEFT")
     assert f"bone merge --base BASE --adapter {tmp_path / 'lora'} --out MERGED" in msg and "\n" not in msg
 
 
