@@ -20,10 +20,17 @@ def test_written_files_and_folders_get_the_umask_mode(tmp_path, umask):
         d = fs.make_temp_dir(tmp_path / "folder")
         st = tmp_path / "w.safetensors"  # safetensors itself creates files 0600
         fs.save_safetensors({"w": torch.zeros(2)}, st)
+        lib = tmp_path / "lib"  # a folder a library wrote privately (transformers' save_pretrained)
+        (lib / "sub").mkdir(parents=True)
+        for f in (lib / "a.safetensors", lib / "sub" / "b.json"):
+            f.write_text("x")
+            f.chmod(0o600)
+        fs.open_up_files(lib)
     finally:
         os.umask(old)
     assert f.stat().st_mode & 0o777 == 0o666 & ~umask
     assert st.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert all(f.stat().st_mode & 0o777 == 0o666 & ~umask for f in lib.rglob("*") if f.is_file())
     assert d.stat().st_mode & 0o777 == 0o777 & ~umask
 
 

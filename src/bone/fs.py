@@ -33,6 +33,14 @@ def open_up(path: str | os.PathLike, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
+def open_up_files(folder: str | os.PathLike) -> None:
+    """`open_up` every file under `folder`: after a library wrote them (transformers' save_pretrained
+    writes its safetensors 0600)."""
+    for f in Path(folder).rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            open_up(f)
+
+
 def temp_sibling(path: str | os.PathLike, suffix: str = "") -> Path:
     """The temporary name this process uses for `path`: `.<name>.tmp-<pid><suffix>` beside it."""
     path = Path(path)

@@ -2,6 +2,7 @@
 own (transformers loads it with its tokenizer), and an interrupted run resumes exactly."""
 from __future__ import annotations
 
+import os
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -33,6 +34,9 @@ def test_every_weight_trains_and_the_folder_is_a_model(model_dir, tmp_path):
         got, want, before = (m(input_ids=IDS).logits for m in (alone, model, base.eval()))
     assert torch.equal(got, want) and not torch.allclose(got, before, atol=1e-3)
     assert methods.owner(out / "adapter").name == "full"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert all(f.stat().st_mode & 0o777 == 0o666 & ~umask for f in (out / "adapter").iterdir())  # not save_pretrained's 0600
     loaded = methods.get("full").load(AutoModelForCausalLM.from_pretrained(model_dir), out / "adapter").eval()
     with torch.no_grad():
         assert torch.equal(loaded(input_ids=IDS).logits, want)

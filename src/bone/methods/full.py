@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import AdapterError, ModelError
-from ..fs import write_json
+from ..fs import open_up_files, write_json
 from .base import Method, named_trainable
 
 MARKER = "bone_full.json"  # {"method": "full", "base_model": ...}
@@ -55,6 +55,7 @@ class FullMethod(Method):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(str(path), state_dict={n: t.detach().contiguous().cpu() for n, t in state.items()})
+        open_up_files(path)
         base = Path(getattr(model, "name_or_path", "") or "")
         if str(base) and base.is_dir() and base.resolve() != path.resolve():
             copy_side_files(base, path)  # the tokenizer, so the folder is a model of its own

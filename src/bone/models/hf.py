@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 
 from ..errors import AdapterError, ConfigError, MissingPathError, ModelError
-from ..fs import save_safetensors
+from ..fs import open_up_files, save_safetensors
 from ..io import read
 from ..merging import merge_state_dict
 from .family import Family
@@ -215,6 +215,7 @@ class HFFamily(Family):
         if len(stored) == 1:
             model = model.to(next(iter(stored)))
         model.save_pretrained(str(dest))
+        open_up_files(dest)
         copy_side_files(base, dest)
 
     def stored_dtypes(self, base):

