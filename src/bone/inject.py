@@ -127,13 +127,13 @@ def resolve_targets(model: nn.Module, cfg: BoneConfig) -> list[str]:
 
 
 def _grouped(problems: list[tuple[str, str]]) -> str:
-    """(layer name, what is wrong with it) pairs as one line: layers with the same problem named
-    once, by their first layer and how many more share it."""
+    """(layer name, what is wrong with it) pairs as one line: layers with the same problem named once,
+    by their distinct last name parts (what exclude_modules takes), their count and the first one."""
     groups: dict[str, list[str]] = {}
     for name, why in problems:
         groups.setdefault(why, []).append(name)
-    return "; ".join(f"{names[0]}{f' and {len(names) - 1} more like it' if len(names) > 1 else ''} {why}"
-                     for why, names in groups.items())
+    return "; ".join(f"{', '.join(dict.fromkeys(n.rpartition('.')[2] for n in names))} "
+                     f"({len(names)} layer(s), e.g. {names[0]}) {why}" for why, names in groups.items())
 
 
 def check_shapes(model: nn.Module, names: list[str], cfg: BoneConfig) -> None:
