@@ -132,8 +132,9 @@ def _grouped(problems: list[tuple[str, str]]) -> str:
     groups: dict[str, list[str]] = {}
     for name, why in problems:
         groups.setdefault(why, []).append(name)
-    return "; ".join(f"{', '.join(dict.fromkeys(n.rpartition('.')[2] for n in names))} "
-                     f"({len(names)} layer(s), e.g. {names[0]}) {why}" for why, names in groups.items())
+    return "; ".join(f"{names[0]} {why}" if len(names) == 1 else
+                     f"{', '.join(dict.fromkeys(n.rpartition('.')[2] for n in names))} ({len(names)} layers, e.g. "
+                     f"{names[0]}) {why}" for why, names in groups.items())
 
 
 def check_shapes(model: nn.Module, names: list[str], cfg: BoneConfig) -> None:

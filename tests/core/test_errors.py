@@ -31,10 +31,10 @@ def test_ragged_col_refused_in_one_line_per_shape_with_nearest_r(make_llama):
     msg = str(err.value)
     assert "\n" not in msg
     assert "cannot adapt 14 layer(s)" in msg  # 7 projections x 2 layers, of 4 shapes
-    assert "q_proj, o_proj (4 layer(s), e.g. model.layers.0.self_attn.q_proj) (out=64, in=64)" in msg
-    assert "k_proj, v_proj (4 layer(s), e.g. model.layers.0.self_attn.k_proj) (out=32, in=64)" in msg
-    assert "gate_proj, up_proj (4 layer(s), e.g. model.layers.0.mlp.gate_proj) (out=128, in=64)" in msg
-    assert "down_proj (2 layer(s), e.g. model.layers.0.mlp.down_proj) (out=64, in=128)" in msg
+    assert "q_proj, o_proj (4 layers, e.g. model.layers.0.self_attn.q_proj) (out=64, in=64)" in msg
+    assert "k_proj, v_proj (4 layers, e.g. model.layers.0.self_attn.k_proj) (out=32, in=64)" in msg
+    assert "gate_proj, up_proj (4 layers, e.g. model.layers.0.mlp.gate_proj) (out=128, in=64)" in msg
+    assert "down_proj (2 layers, e.g. model.layers.0.mlp.down_proj) (out=64, in=128)" in msg
     assert "nearest r that works: 16" in msg  # 16 and 32 tie; the smaller wins
     assert_unchanged(model, snap)
 
