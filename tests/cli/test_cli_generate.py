@@ -106,6 +106,14 @@ def test_a_tokenizer_without_chat_template_falls_back_with_a_note(bone_cli, mode
     assert code == 0 and err.count(note) == 1 and out == want[0].text + "\n"
 
 
+@pytest.mark.parametrize("template,noted", [("alpaca", True), ("chat", False)])
+def test_system_with_the_alpaca_template_is_noted_not_silently_dropped(bone_cli, model_dir, template, noted):
+    code, out, err = bone_cli("generate", "--model", model_dir, "--prompt", "hi", "--max-new-tokens", 3,
+                              "--template", template, "--system", "Be brief.")
+    assert code == 0 and out
+    assert ("note: --system is not used with the alpaca template" in err) == noted
+
+
 def test_rwkv_pth_with_an_adapter(bone_cli, tmp_path):
     import sys
     from pathlib import Path

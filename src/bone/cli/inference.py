@@ -153,6 +153,7 @@ class Loaded:
         where = device(args.device)
         self.specs = specs
         self._noted: set[str] = set()
+        self.system = args.system
         self.tokenizer = load_tokenizer(args.tokenizer or args.model)
         self.formats = {s.name: prompt_format(self.tokenizer, _template(args.template, s)) for s in specs}
         self.formats[BASE] = prompt_format(self.tokenizer, _template(args.template, None))
@@ -185,9 +186,16 @@ class Loaded:
 
     def format(self, name: str):
         """The prompt format adapter `name` runs with; the first use of a format with a note (a missing
-        chat template) prints the note."""
+        chat template; --system given to the alpaca template, which leaves it out) prints the note."""
+        from ..generation.formats import AlpacaFormat
+
         fmt = self.formats[name]
-        if fmt.note and fmt.note not in self._noted:
-            self._noted.add(fmt.note)
-            print(f"note: {fmt.note}", file=sys.stderr, flush=True)
+        notes = [fmt.note] if fmt.note else []
+        if self.system and isinstance(fmt, AlpacaFormat):
+            notes.append("--system is not used with the alpaca template (it has no system message, as in training); "
+                         "--template chat uses it")
+        for note in notes:
+            if note not in self._noted:
+                self._noted.add(note)
+                print(f"note: {note}", file=sys.stderr, flush=True)
         return fmt
