@@ -40,7 +40,7 @@ def _text(row: dict, field: str, i: int, *, required: bool = True) -> str | None
             return None
         have = ", ".join(sorted(map(str, row))) or "none"
         raise DataError(f"record {i}: field {field!r} is missing or empty (fields present: {have}); "
-                        f"fix the record or choose the field with prompt_field= / response_field=")
+                        f"fix the record or name the fields: {NAMING}")
     if not isinstance(v, (str, int, float)):
         raise DataError(f"record {i}: field {field!r} should be text, got a {type(v).__name__}")
     return str(v)
@@ -59,6 +59,11 @@ def _messages(row: dict, field: str, i: int) -> list[dict]:
     return msgs
 
 
+# where a user names the records' fields (one line in every field error)
+NAMING = ("bone train data.prompt_field= / data.response_field= (held-out data: data.eval_prompt_field= / "
+          "data.eval_response_field=), bone eval --prompt-field / --response-field")
+
+
 def _detect(row: dict) -> tuple[str | None, str | None, str | None]:
     if not isinstance(row, dict):
         raise DataError(f"record 0 is a {type(row).__name__}, not a dict of fields")
@@ -69,8 +74,7 @@ def _detect(row: dict) -> tuple[str | None, str | None, str | None]:
             return p, r, None
     raise DataError(f"record 0: cannot tell the prompt and response fields from {sorted(map(str, row))}; "
                     f"known layouts: {', '.join(f'{p}/{r}' for p, r in FIELD_PAIRS)}, messages; "
-                    f"or name them (bone train: data.prompt_field= and data.response_field=; bone eval: "
-                    f"--prompt-field and --response-field)")
+                    f"or name them: {NAMING}")
 
 
 def to_examples(records, *, prompt_field: str | None = None, response_field: str | None = None,
