@@ -86,6 +86,23 @@ def test_header_commands_run_this_config_and_their_overrides_load(path):
             assert str(getattr(getattr(cfg, section), name)) == value
 
 
+# one record of each public format the recipes read (fields as their comments name them)
+FORMATS = {"MetaMathQA": {"query": "What is 2 + 3?", "response": "2 + 3 = 5\nThe answer is: 5"},
+           "gsm8k": {"question": "What is 2 + 3?", "answer": "2 + 3 = 5\n#### 5"}}
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if "metamath" in p.name], ids=lambda p: p.name)
+def test_metamath_recipes_read_metamath_for_training_and_gsm8k_held_out(path):
+    """The recipes name MetaMathQA's fields for training; the held-out GSM8K data has its own."""
+    from bone.compare import load_compare_config
+    from bone.data import to_examples
+
+    data = (load_compare_config(path).train if path.name.startswith("compare-") else load_config(path)).data
+    train, = to_examples([FORMATS["MetaMathQA"]], **data.fields())
+    held_out, = to_examples([FORMATS["gsm8k"]], **data.fields(held_out=True))
+    assert train.prompt == held_out.prompt == "What is 2 + 3?" and held_out.response.endswith("#### 5")
+
+
 def test_the_paper_recipes_differ_only_in_how_the_batch_is_split():
     one = load_config(ROOT / "configs" / "llama2-7b-metamath.yaml")
     four = load_config(ROOT / "configs" / "llama2-7b-metamath-multigpu.yaml")

@@ -176,7 +176,7 @@ def test_training_and_held_out_data_may_name_different_fields(model_dir, tmp_pat
     train.write_text("".join(json.dumps({"q": r["question"], "a": r["answer"]}) + "\n" for r in arith.generate(8)))
     same = {"data.train": train, "data.prompt_field": "q", "data.response_field": "a", "data.eval": "bundled:arith",
             "data.eval_limit": 4, "eval.metric": metric}
-    with pytest.raises(bone.errors.DataError, match="field 'q' is missing"):
+    with pytest.raises(bone.errors.DataError, match=r"^data.eval bundled:arith: record 0: field 'q' is missing"):
         Trainer(config(model_dir, tmp_path / "a", **same)).setup()
     own = {**same, "data.eval_prompt_field": "question", "data.eval_response_field": "answer"}
     trainer = Trainer(config(model_dir, tmp_path / "b", **own)).setup()

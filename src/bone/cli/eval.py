@@ -63,7 +63,8 @@ def run(a: argparse.Namespace) -> int:
     records = load_records(a.data, split=a.split, limit=a.limit)
     tokenizer = load_tokenizer(a.tokenizer or a.model)
     fields = dict(prompt_field=a.prompt_field, response_field=a.response_field, messages_field=a.messages_field)
-    data = eval_data(records, tokenizer, metric=a.metric, template=a.template, fields=fields, max_length=a.max_length)
+    data = eval_data(records, tokenizer, metric=a.metric, template=a.template, fields=fields, max_length=a.max_length,
+                     source=f"--data {a.data}")
     model = load_model(a.model, quantize=a.quantize, compute_dtype=a.compute_dtype)
     if method is not None:
         model = method.load(model, Path(a.adapter))

@@ -152,7 +152,7 @@ def evaluate_test(plan: Plan, adapter: Path | None, out: Path, tokenizer) -> Non
         method.fold(model)
     model.to(PartialState().device).eval()
     data = eval_data(plan.test_records, tokenizer, metric="accuracy", template=t.data.template,
-                     fields=t.data.fields(held_out=True))
+                     fields=t.data.fields(held_out=True), source="test data")
     with torch.no_grad():
         metrics, predictions = evaluate(model, tokenizer, data, metric="accuracy", template=t.data.template,
                                         batch_size=t.eval.batch_size, max_new_tokens=t.eval.max_new_tokens)

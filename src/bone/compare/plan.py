@@ -76,8 +76,8 @@ def _is_file_source(source: str) -> bool:
     return path.exists() or path.suffix.lower() in FORMATS
 
 
-def _prompts(cfg: CompareConfig, records: list[dict], held_out: bool = True) -> set[str]:
-    examples = to_examples(records, **cfg.train.data.fields(held_out))
+def _prompts(cfg: CompareConfig, records: list[dict], source: str, held_out: bool = True) -> set[str]:
+    examples = to_examples(records, source=source, **cfg.train.data.fields(held_out))
     return {ex.prompt if ex.messages is None else repr(ex.messages[:-1]) for ex in examples}
 
 
@@ -93,10 +93,12 @@ def check_heldout(cfg: CompareConfig) -> tuple[dict, list[dict]]:
     """Load the validation (when a learning rate is to be picked) and test records; refuse overlaps
     between them. Returns (sizes and overlaps with the training data, test records)."""
     d = cfg.train.data
-    validation = _prompts(cfg, _heldout_records(cfg, "validation", cfg.validation)) if cfg.needs_validation else None
+    validation = (_prompts(cfg, _heldout_records(cfg, "validation", cfg.validation), "validation data")
+                  if cfg.needs_validation else None)
     test_records = _heldout_records(cfg, "test", cfg.test)
-    test = _prompts(cfg, test_records)
-    train = _prompts(cfg, load_records(d.train, split=d.train_split, limit=d.train_limit), held_out=False)
+    test = _prompts(cfg, test_records, "test data")
+    train = _prompts(cfg, load_records(d.train, split=d.train_split, limit=d.train_limit), f"train.data.train {d.train}",
+                     held_out=False)
     data = {"train": len(train), "test": len(test_records), "test_in_train": len(test & train),
             "test_source": "{} ({})".format(*cfg.heldout(cfg.test))}
     if validation is not None:

@@ -78,11 +78,21 @@ def _detect(row: dict) -> tuple[str | None, str | None, str | None]:
 
 
 def to_examples(records, *, prompt_field: str | None = None, response_field: str | None = None,
-                messages_field: str | None = None) -> list[Example]:
+                messages_field: str | None = None, source: str | None = None) -> list[Example]:
     """Map raw records to Examples. Fields are auto-detected from the first record (MetaMathQA
     query/response, GSM8K question/answer, Alpaca instruction(+input)/output, chat messages) unless
-    given; a missing or empty field raises DataError naming the record index (0-based)."""
-    records = list(records)
+    given; a missing or empty field raises DataError naming the record index (0-based), after
+    `source` (which data it is, e.g. "data.eval /data/gsm8k.jsonl") when given."""
+    try:
+        return _examples(list(records), prompt_field, response_field, messages_field)
+    except DataError as err:
+        if source is None:
+            raise
+        raise DataError(f"{source}: {err}") from None
+
+
+def _examples(records: list, prompt_field: str | None, response_field: str | None,
+              messages_field: str | None) -> list[Example]:
     if not records:
         raise DataError("no records to convert")
     if messages_field is None and (prompt_field is None or response_field is None):

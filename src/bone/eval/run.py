@@ -21,12 +21,14 @@ def _check(metric: str) -> None:
         raise ConfigError(f"unknown metric {metric!r}; choose one of {METRICS}")
 
 
-def eval_data(records, tokenizer, *, metric: str, template: str, fields: dict | None = None, max_length: int = 512):
+def eval_data(records, tokenizer, *, metric: str, template: str, fields: dict | None = None, max_length: int = 512,
+              source: str | None = None):
     """What `evaluate` reads for `metric`: Examples (accuracy: prompt and gold answer) or the
     tokenized examples (loss: `max_length` as in training). `fields` (prompt_field, response_field,
-    messages_field; None = auto-detected) name the records' fields for either metric."""
+    messages_field; None = auto-detected) name the records' fields for either metric; `source` says
+    which data they are in an error (`to_examples`)."""
     _check(metric)
-    examples = to_examples(records, **(fields or {}))
+    examples = to_examples(records, source=source, **(fields or {}))
     if metric == "accuracy":
         return examples
     return tokenize_examples(examples, tokenizer, template=template, max_length=max_length)

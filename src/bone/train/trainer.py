@@ -116,11 +116,13 @@ class Trainer:
         train_records = load_records(d.train, split=d.train_split, limit=d.train_limit)
         eval_records = load_records(d.eval, split=d.eval_split, limit=d.eval_limit) if d.eval else None
         self.tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path)
-        self.train_set = tokenize_examples(to_examples(train_records, **d.fields()), self.tokenizer, template=d.template,
-                                           max_length=d.max_length, packing=d.packing)
+        examples = to_examples(train_records, source=f"data.train {d.train}", **d.fields())
+        self.train_set = tokenize_examples(examples, self.tokenizer, template=d.template, max_length=d.max_length,
+                                           packing=d.packing)
         if eval_records is not None:
             self.eval_set = eval_data(eval_records, self.tokenizer, metric=cfg.eval.metric, template=d.template,
-                                      fields=d.fields(held_out=True), max_length=d.max_length)
+                                      fields=d.fields(held_out=True), max_length=d.max_length,
+                                      source=f"data.eval {d.eval}")
         s, acc = cfg.schedule, self.acc
         self.plan = BatchPlan(len(self.train_set), s.batch_size, s.grad_accum, acc.num_processes, acc.process_index, s.seed)
         self.total_steps = self.plan.steps_per_epoch * s.epochs
