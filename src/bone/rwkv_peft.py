@@ -26,6 +26,7 @@ from .config import BoneConfig
 from .errors import AdapterError
 
 SUFFIXES = (".disha", ".bone")  # the block key of current releases first (what `write` uses)
+RWKV_MODULE = re.compile(r"blocks\.\d+\.(att|ffn)\.\w+")  # an RWKV checkpoint's projections: blocks.N.att|ffn.NAME
 _RANKS = {2: "bone", 3: "bat"}  # block rank -> RWKV-PEFT mode
 
 

@@ -36,7 +36,7 @@ class RWKVPeftTarget(ExportTarget):
 
         from ..io import read
         from ..models.rwkv.checkpoint import atomic_save
-        from ..rwkv_peft import state_dict
+        from ..rwkv_peft import RWKV_MODULE, state_dict
 
         if base is not None:
             raise ConfigError("--to rwkv-peft writes the adapter alone: leave out --base (RWKV-PEFT's merge script "
@@ -44,13 +44,15 @@ class RWKVPeftTarget(ExportTarget):
         if out.suffix != ".pth":
             raise ConfigError(f"--out {out}: an RWKV-PEFT checkpoint is a .pth file")
         check_paths([adapter], out, overwrite)
-        cfg, blocks, transposed, parts = read(adapter)
+        cfg, blocks, _, parts = read(adapter)
         why = self.check(cfg)
         if why is not None:
             raise ConfigError(why)
-        if transposed:
-            raise ConfigError(f"the adapter adapts Conv1D layers ({sorted(transposed)[:3]}); RWKV-PEFT checkpoints are "
-                              f"for RWKV models, whose projections are Linear")
+        foreign = sorted(m for m in blocks if not RWKV_MODULE.fullmatch(m))
+        if foreign:  # a Llama / GPT-2 adapter: RWKV-PEFT's tools would find none of its layers
+            raise ConfigError(f"the adapter's layers are not an RWKV model's ({len(foreign)}, e.g. {foreign[0]}; RWKV "
+                              f"projections are blocks.N.att|ffn.NAME): RWKV-PEFT checkpoints are for RWKV models; "
+                              f"use --to lora or bone merge for this one")
         sd = state_dict(cfg, blocks, parts, getattr(torch, options.dtype))
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_save(sd, out)

@@ -149,6 +149,15 @@ def test_export_refuses_variants_rwkv_peft_lacks_and_writes_nothing(tmp_path, ca
     assert not (tmp_path / "x.pth").exists() and not list(tmp_path.glob(".x.pth*"))
 
 
+def test_export_refuses_an_adapter_of_another_architecture(make_llama, tmp_path, capsys):
+    """A Llama shard adapter has an RWKV-PEFT mode but no RWKV layers: refused, nothing written."""
+    bone.save(bone.apply(make_llama(), bone.BoneConfig(r=16, variant="shard")), tmp_path / "llama")
+    assert main(["export", "--to", "rwkv-peft", "--adapter", str(tmp_path / "llama"), "--out", str(tmp_path / "x.pth")]) == 1
+    err = capsys.readouterr().err
+    assert "the adapter's layers are not an RWKV model's (14, e.g. model.layers.0.mlp.down_proj" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x.pth").exists()
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("version", ["x060", "x070"])
 def test_merged_rwkv_peft_file_runs_in_the_official_runtime(version, tmp_path):
