@@ -111,7 +111,7 @@ def test_system_with_the_alpaca_template_is_noted_not_silently_dropped(bone_cli,
     code, out, err = bone_cli("generate", "--model", model_dir, "--prompt", "hi", "--max-new-tokens", 3,
                               "--template", template, "--system", "Be brief.")
     assert code == 0 and out
-    assert ("note: --system is not used with the alpaca template" in err) == noted
+    assert ("note: --system is not used: the alpaca template has no system message" in err) == noted
 
 
 def test_rwkv_pth_with_an_adapter(bone_cli, tmp_path):

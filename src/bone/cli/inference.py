@@ -192,8 +192,7 @@ class Loaded:
         fmt = self.formats[name]
         notes = [fmt.note] if fmt.note else []
         if self.system and isinstance(fmt, AlpacaFormat):
-            notes.append("--system is not used with the alpaca template (it has no system message, as in training); "
-                         "--template chat uses it")
+            notes.append("--system is not used: the alpaca template has no system message (as in training)")
         for note in notes:
             if note not in self._noted:
                 self._noted.add(note)
