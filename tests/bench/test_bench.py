@@ -82,7 +82,11 @@ def test_keep_suite_reports_both_sides_of_the_trade(tmp_path):
     (["--suite=keep", "--tokens=64,300"], "multiple of 256"),
     (["--suite=keep", "--tokens=x"], "comma-separated whole numbers"),
     (["--suite=train", "--variants=row"], "choose from"),
-    (["--steps=0"], "--steps must be >= 1"),
+    (["--suite=train", "--steps=0"], "--steps must be >= 1"),
+    (["--suite=keep", "--methods=frozen"], "--methods applies to --suite step, not keep"),
+    (["--suite=train", "--tokens=64"], "--tokens applies to --suite keep, not train"),
+    (["--steps=3"], "--steps applies to --suite train, not step"),
+    (["--suite=train", "--warmup=1"], "--warmup applies to --suite step / keep, not train"),
     (["--quant=nf4", "--hidden=96", "--heads=4", "--r=16", "--intermediate=192"], "multiples of 64"),
     (["--quant=nf4", "--methods=frozen,peft-bat+flash"], r"\['peft-bat\+flash'\] do not run on a quantized base"),
     (["--quant=int8", "--suite=keep"], "--quant applies to --suite step"),
@@ -90,7 +94,8 @@ def test_keep_suite_reports_both_sides_of_the_trade(tmp_path):
 def test_bad_arguments_raise_config_error_and_write_nothing(tmp_path, args, message):
     out = tmp_path / "out"
     with pytest.raises(ConfigError, match=message):
-        bench.main(TINY + ["--rss-steps=0", f"--out={out}", *args])
+        step = not any(a.startswith("--suite=") for a in args)  # --rss-steps is the step suite's
+        bench.main(TINY + (["--rss-steps=0"] if step else []) + [f"--out={out}", *args])
     assert not out.exists()
 
 

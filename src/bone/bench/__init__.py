@@ -24,6 +24,10 @@ from ..options import field_comments
 from .config import SHAPES, BenchConfig
 
 SUITES = ("step", "keep", "train")
+# options that only some suites read -> (those suites, the option's default): set for another suite, refused
+SCOPED = {"methods": (("step",), None), "quant": (("step",), None), "rss_steps": (("step",), 2),
+          "warmup": (("step", "keep"), 2), "tokens": (("keep",), "64,256,1024,4096"),
+          "variants": (("train",), "col,shard"), "steps": (("train",), 12)}
 SUITE_HELP = __doc__.split("\n\n")[1]  # the suites, for --help
 
 
@@ -46,20 +50,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quant", choices=list(QUANT), default=None,
                    help="step suite: quantize the base's projections with bitsandbytes (4-bit needs hidden and "
                         "intermediate divisible by 64)")
-    p.add_argument("--tokens", default="64,256,1024,4096", help="keep suite: tokens per step to measure (comma-separated)")
-    p.add_argument("--variants", default="col,shard", help="train suite: Bone variants to run (col, shard)")
-    p.add_argument("--steps", type=int, default=12, help="train suite: optimizer steps per run")
+    p.add_argument("--tokens", help="keep suite: tokens per step to measure (comma-separated; default 64,256,1024,4096)")
+    p.add_argument("--variants", help="train suite: Bone variants to run (col, shard; default both)")
+    p.add_argument("--steps", type=int, help="train suite: optimizer steps per run (default 12)")
     p.add_argument("--repeats", type=int, default=7, help="timed interleaved rounds (median reported; train suite: runs per side)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (step and keep suites)")
+    p.add_argument("--warmup", type=int, help="step and keep suites: untimed rounds first (default 2)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    p.add_argument("--rss-steps", type=int, default=2, help="step suite: steps each peak-RSS subprocess runs; 0 skips RSS")
+    p.add_argument("--rss-steps", type=int, help="step suite: steps each peak-RSS subprocess runs; 0 skips RSS (default 2)")
     p.add_argument("--out", type=Path, default=Path("out/bench"), help="directory for the suite's .json / .md (and step's .png)")
     p.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     return p
 
 
 def _config(args) -> BenchConfig:
-    """The model shape: the --shape preset with single --field options on top, checked."""
+    """The model shape: the --shape preset with single --field options on top, checked; the
+    suite-only options (`SCOPED`) refused for another suite, else given their defaults."""
+    for name, (suites, default) in SCOPED.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+        elif args.suite not in suites:
+            raise ConfigError(f"--{name.replace('_', '-')} applies to --suite {' / '.join(suites)}, not {args.suite}")
     for name, low in (("repeats", 1), ("warmup", 0), ("threads", 1), ("rss_steps", 0), ("steps", 1)):
         if getattr(args, name) < low:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
@@ -69,8 +79,6 @@ def _config(args) -> BenchConfig:
     cfg = BenchConfig(**{**SHAPES[args.shape], **given})
     cfg.check()
     if args.quant is not None:
-        if args.suite != "step":
-            raise ConfigError(f"--quant applies to --suite step, not {args.suite}")
         from .quant import check
 
         check(cfg, args.quant)
