@@ -234,11 +234,13 @@ def _require_no_parts(model: nn.Module, chosen: list[str], name: str | None) -> 
         return
     if chosen:
         raise UsageError(f"train_parts ({len(chosen)} parameter(s), e.g. {chosen[0]}) go with a single adapter: "
-                         f"the model already has adapters {adapter_names(model)}; load or apply this one on a fresh base model")
+                         f"the model already has adapters {adapter_names(model)}; load or apply this one on a fresh base model "
+                         f"(bone generate / chat: give it as the only --adapter)")
     if trained_parts.names(model):
         raise UsageError(f"the model's adapter trains base parameters (train_parts, e.g. {trained_parts.names(model)[0]}), "
                          f"which a second adapter {name!r} would share: use a fresh base model for it, or "
-                         f"bone.merge(model) and bone.unload(model) to fold the first one in")
+                         f"bone.merge(model) and bone.unload(model) to fold the first one in (bone generate / chat: "
+                         f"give it as the only --adapter)")
 
 
 def _drop(model: nn.Module, name: str, keep_parts: bool) -> None:
