@@ -50,13 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quant", choices=list(QUANT), default=None,
                    help="step suite: quantize the base's projections with bitsandbytes (4-bit needs hidden and "
                         "intermediate divisible by 64)")
-    p.add_argument("--tokens", help="keep suite: tokens per step to measure (comma-separated; default 64,256,1024,4096)")
-    p.add_argument("--variants", help="train suite: Bone variants to run (col, shard; default both)")
-    p.add_argument("--steps", type=int, help="train suite: optimizer steps per run (default 12)")
+    default = {name: d for name, (_, d) in SCOPED.items()}  # the scoped options' defaults, applied by _config
+    p.add_argument("--tokens", help=f"keep suite: tokens per step to measure (comma-separated; default {default['tokens']})")
+    p.add_argument("--variants", help=f"train suite: Bone variants to run (col, shard; default {default['variants']})")
+    p.add_argument("--steps", type=int, help=f"train suite: optimizer steps per run (default {default['steps']})")
     p.add_argument("--repeats", type=int, default=7, help="timed interleaved rounds (median reported; train suite: runs per side)")
-    p.add_argument("--warmup", type=int, help="step and keep suites: untimed rounds first (default 2)")
+    p.add_argument("--warmup", type=int, help=f"step and keep suites: untimed rounds first (default {default['warmup']})")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    p.add_argument("--rss-steps", type=int, help="step suite: steps each peak-RSS subprocess runs; 0 skips RSS (default 2)")
+    p.add_argument("--rss-steps", type=int,
+                   help=f"step suite: steps each peak-RSS subprocess runs; 0 skips RSS (default {default['rss_steps']})")
     p.add_argument("--out", type=Path, default=Path("out/bench"), help="directory for the suite's .json / .md (and step's .png)")
     p.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     return p
